@@ -1,0 +1,3 @@
+//! The `nullspace` command line.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! `nullspace-native`: builds OCI images without a daemon.
