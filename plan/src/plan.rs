@@ -1,0 +1,408 @@
+//! The normalized build plan: one shape for declarative and Dockerfile input.
+//!
+//! A plan is stages of typed steps, each step with the place it came from. ARGs are resolved,
+//! image references normalized, stages the target does not need are pruned, and secrets appear
+//! only as ids. Serialisation is versioned and deterministic (no hash maps, fields in declaration
+//! order), and [`BuildPlan::compute_digest`] hashes that canonical JSON.
+
+use crate::builder::{Backend, ReadyCheck};
+use crate::diagnostic::Span;
+use crate::reference::BaseImage;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The version of the plan's JSON schema; bumped on any incompatible change.
+pub const PLAN_SCHEMA_VERSION: u32 = 1;
+
+/// The platform built when none is asked for.
+pub const DEFAULT_PLATFORM: &str = "linux/amd64";
+
+/// What the user wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// A declarative template.
+    Declarative,
+    /// A Dockerfile (possibly with declarative steps appended).
+    Dockerfile,
+}
+
+/// A normalized build plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildPlan {
+    /// [`PLAN_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// sha256 of the canonical JSON of everything else (empty while computing it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub plan_digest: String,
+    /// Declarative or Dockerfile.
+    pub input: InputKind,
+    /// The executor that builds this plan.
+    pub backend: Backend,
+    /// The target platform, e.g. `linux/amd64`.
+    pub platform: String,
+    /// The build context directory as the user gave it, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// The stages needed for the target, in build order; the last one is the target.
+    pub stages: Vec<Stage>,
+    /// The build secrets the plan uses (ids and the variables that supply them, never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretRef>,
+}
+
+impl BuildPlan {
+    /// The canonical JSON form: compact, fields in declaration order, maps sorted, without the
+    /// digest itself.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        let unsigned = BuildPlan { plan_digest: String::new(), ..self.clone() };
+        // Serialising these types cannot fail: every key is a string and there is no float.
+        serde_json::to_vec(&unsigned).unwrap_or_default()
+    }
+
+    /// `sha256:` of [`BuildPlan::canonical_json`].
+    pub fn compute_digest(&self) -> String {
+        format!("sha256:{:x}", Sha256::digest(self.canonical_json()))
+    }
+
+    /// Sets `plan_digest` from the current content.
+    pub fn seal(mut self) -> Self {
+        self.plan_digest = self.compute_digest();
+        self
+    }
+
+    /// The stage that is built (the last one).
+    pub fn target_stage(&self) -> Option<&Stage> {
+        self.stages.last()
+    }
+}
+
+/// A secret a plan uses.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretRef {
+    /// The id RUN steps mount it by.
+    pub id: String,
+    /// The environment variable that supplies the value when the build starts, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// One stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    /// The stage's name (`FROM … AS name`), lower-cased as BuildKit compares them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The stage's index in the Dockerfile (kept after pruning so `--from=0` stays meaningful).
+    pub source_index: usize,
+    /// Where its filesystem starts.
+    pub base: BaseImage,
+    /// `FROM --platform`, resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Where the stage starts.
+    pub span: Span,
+    /// Its steps, in order.
+    pub steps: Vec<PlanStep>,
+}
+
+/// One step and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanStep {
+    /// The Dockerfile line or builder index it came from.
+    pub span: Span,
+    /// Never taken from cache (`skip_cache()` at or before it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_cache: bool,
+    /// What it does.
+    pub op: Op,
+}
+
+/// A command in shell form (run by the stage's shell) or exec form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    /// Run with the shell in effect (`/bin/sh -c` unless SHELL changed it).
+    Shell(String),
+    /// Run exactly these arguments.
+    Exec(Vec<String>),
+}
+
+/// Where COPY/ADD sources come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CopyFrom {
+    /// The build context.
+    Context,
+    /// An earlier stage, by its index in the plan.
+    Stage {
+        /// The index into [`BuildPlan::stages`].
+        index: usize,
+    },
+    /// An image, normalized.
+    Image {
+        /// The normalized reference.
+        reference: String,
+    },
+}
+
+/// A heredoc attached to RUN, COPY or ADD.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heredoc {
+    /// The delimiter word (also the file name for COPY/ADD).
+    pub name: String,
+    /// The body, after `<<-` tab stripping.
+    pub content: String,
+    /// Whether variables in the body are expanded (unquoted delimiter).
+    pub expand: bool,
+}
+
+/// A `RUN --mount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Mount {
+    /// A read-only (by default) bind of the context, a stage or an image.
+    Bind {
+        /// Mount point.
+        target: String,
+        /// Path within the source.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        /// Stage or image, or the context when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// Writable (changes are discarded).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        readwrite: bool,
+    },
+    /// A persistent cache directory.
+    Cache {
+        /// Mount point.
+        target: String,
+        /// Cache id (the target by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// `shared`, `private` or `locked`.
+        sharing: String,
+        /// Read-only.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        readonly: bool,
+        /// Seed from a stage or image.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// Path within `from`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+        /// Octal mode of the cache directory.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        /// Owner uid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
+        /// Owner gid.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gid: Option<u32>,
+    },
+    /// A tmpfs.
+    Tmpfs {
+        /// Mount point.
+        target: String,
+        /// Size limit in bytes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
+    },
+    /// A build secret, as a file and/or an environment variable.
+    Secret {
+        /// The secret's id.
+        id: String,
+        /// File path (`/run/secrets/{id}` by default; absent when only `env` is asked for).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// Environment variable to expose it as.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+        /// Fail when the secret is not supplied.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        required: bool,
+        /// File mode.
+        mode: u32,
+        /// File owner uid.
+        uid: u32,
+        /// File owner gid.
+        gid: u32,
+    },
+    /// An SSH agent socket.
+    Ssh {
+        /// The SSH id (`default`).
+        id: String,
+        /// Socket path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        /// Fail when no agent is forwarded.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        required: bool,
+        /// Socket mode.
+        mode: u32,
+        /// Socket owner uid.
+        uid: u32,
+        /// Socket owner gid.
+        gid: u32,
+    },
+}
+
+/// The HEALTHCHECK of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Healthcheck {
+    /// `["NONE"]`, `["CMD", …]` or `["CMD-SHELL", cmd]`.
+    pub test: Vec<String>,
+    /// Interval in nanoseconds (0 for the default).
+    pub interval_ns: u64,
+    /// Timeout in nanoseconds.
+    pub timeout_ns: u64,
+    /// Start period in nanoseconds.
+    pub start_period_ns: u64,
+    /// Start interval in nanoseconds.
+    pub start_interval_ns: u64,
+    /// Retries (0 for the default).
+    pub retries: u32,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Run a command in the stage's filesystem.
+    Run {
+        /// The command.
+        command: Command,
+        /// The shell that runs shell-form commands.
+        shell: Vec<String>,
+        /// Heredocs whose bodies feed the command.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        heredocs: Vec<Heredoc>,
+        /// `--mount`s.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mounts: Vec<Mount>,
+        /// `--network`: `default`, `none` or `host`.
+        network: String,
+        /// `--security`: `sandbox` or `insecure`.
+        security: String,
+        /// Build arguments in scope, visible to the command (ENV comes from `Env` steps).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        build_args: BTreeMap<String, String>,
+        /// Run as this user instead of the stage's (for package installs that need root).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+    /// COPY or ADD.
+    Copy {
+        /// ADD (URLs, archives, git) rather than COPY.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        add: bool,
+        /// Where the sources come from.
+        from: CopyFrom,
+        /// Source paths or globs (expanded words).
+        sources: Vec<String>,
+        /// Destination (expanded).
+        dest: String,
+        /// Heredoc sources.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        heredocs: Vec<Heredoc>,
+        /// `--chown`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chown: Option<String>,
+        /// `--chmod`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chmod: Option<String>,
+        /// `--link`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        link: bool,
+        /// `--exclude` patterns.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        exclude: Vec<String>,
+        /// `--parents`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        parents: bool,
+        /// ADD `--checksum`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+        /// ADD `--keep-git-dir`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        keep_git_dir: bool,
+    },
+    /// Set environment variables (in the image and for later steps).
+    Env {
+        /// Names and values, in order.
+        vars: Vec<(String, String)>,
+    },
+    /// Set the working directory (absolute, resolved).
+    Workdir {
+        /// The path.
+        path: String,
+    },
+    /// Set the user.
+    User {
+        /// `user[:group]`.
+        user: String,
+    },
+    /// Set the image's CMD.
+    Cmd {
+        /// The command.
+        command: Command,
+    },
+    /// Set the image's ENTRYPOINT.
+    Entrypoint {
+        /// The command.
+        command: Command,
+    },
+    /// Set the shell for later shell-form commands.
+    Shell {
+        /// The shell and its arguments.
+        argv: Vec<String>,
+    },
+    /// Declare exposed ports (`80/tcp`).
+    Expose {
+        /// Ports.
+        ports: Vec<String>,
+    },
+    /// Add labels.
+    Label {
+        /// Names and values, in order.
+        labels: Vec<(String, String)>,
+    },
+    /// Declare volumes.
+    Volume {
+        /// Paths.
+        paths: Vec<String>,
+    },
+    /// Set the stop signal.
+    StopSignal {
+        /// The signal.
+        signal: String,
+    },
+    /// Set the health check.
+    Healthcheck {
+        /// The check.
+        check: Healthcheck,
+    },
+    /// Record a trigger for images built from this one.
+    OnBuild {
+        /// The instruction, as written.
+        expression: String,
+    },
+    /// The sandbox's start command and ready check (declarative `set_start_cmd`).
+    StartCmd {
+        /// The command.
+        command: Command,
+        /// How to tell the sandbox is ready.
+        ready: ReadyCheck,
+    },
+}
+
+impl Op {
+    /// Whether the step changes the filesystem (and so makes a layer).
+    pub fn changes_filesystem(&self) -> bool {
+        matches!(self, Op::Run { .. } | Op::Copy { .. })
+    }
+}
