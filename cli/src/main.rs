@@ -1,3 +1,44 @@
-//! The `nullspace` command line.
+//! The `nullspace` command line: validate, plan and inspect templates offline.
 
-fn main() {}
+mod commands;
+mod input;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Build sandbox templates into OCI images.
+#[derive(Parser)]
+#[command(name = "nullspace", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a Dockerfile or template file and report every problem.
+    Validate(commands::validate::Args),
+    /// Print the normalized build plan as JSON.
+    Plan(commands::plan::Args),
+    /// Dockerfile tools.
+    Dockerfile {
+        #[command(subcommand)]
+        command: commands::dockerfile::Command,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => commands::validate::run(args),
+        Command::Plan(args) => commands::plan::run(args),
+        Command::Dockerfile { command } => commands::dockerfile::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
