@@ -4,6 +4,7 @@
 mod checks;
 mod declarative;
 mod dockerfile;
+pub mod lint;
 
 pub use checks::{SourcePathProblem, check_source_path, shell_quote};
 
