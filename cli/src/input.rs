@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use nullspace_plan::builder::Template;
-use nullspace_plan::normalize::{PlanOptions, MAX_DOCKERFILE_BYTES};
+use nullspace_plan::normalize::{MAX_DOCKERFILE_BYTES, PlanOptions};
 use nullspace_plan::template_file;
 use std::io::Read;
 use std::path::{Path, PathBuf};

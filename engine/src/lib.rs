@@ -1,5 +1,6 @@
 //! `nullspace-engine`: build context handling (walk, Docker-exact ignore rules, BuildKit-compatible
 //! content hashing), the content-addressed store, and (later) cache keys, builds and the store.
 
+pub mod cache;
 pub mod cas;
 pub mod context;

@@ -595,7 +595,7 @@ mod tests {
         assert!(!text.contains("hunter2"));
         let back: Template = toml::from_str(&text).unwrap();
         assert_eq!(back.steps, t.steps);
-        assert_eq!(format!("{:?}", t.credentials()).contains("hunter2"), false);
+        assert!(!format!("{:?}", t.credentials()).contains("hunter2"));
     }
 
     #[test]

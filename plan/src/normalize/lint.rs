@@ -74,9 +74,8 @@ impl CheckConfig {
             return Ok(config);
         }
         for part in value.split(';') {
-            let (key, val) = part
-                .split_once('=')
-                .ok_or_else(|| format!("invalid check option `{part}`: expected key=value"))?;
+            let (key, val) =
+                part.split_once('=').ok_or_else(|| format!("invalid check option `{part}`: expected key=value"))?;
             match key.trim() {
                 "skip" => {
                     for rule in val.split(',').map(str::trim).filter(|r| !r.is_empty()) {
