@@ -4,3 +4,4 @@
 pub mod cache;
 pub mod cas;
 pub mod context;
+pub mod executor;
