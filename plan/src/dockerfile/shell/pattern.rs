@@ -8,24 +8,62 @@ use super::error::PatternError;
 use super::text::{is_digit, is_letter};
 use regex::Regex;
 
-/// BuildKit's `convertShellPatternToRegex`.
-fn compile(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, PatternError> {
+/// A compiled pattern: a plain string when it has no wildcard (the common case, matched
+/// without building an automaton), a regular expression otherwise.
+pub(super) enum Matcher {
+    Literal { text: String, anchored: bool },
+    Regex(Regex),
+}
+
+impl Matcher {
+    /// The leftmost match starting at or after byte `start`, as Go's regexp finds it.
+    pub(super) fn find_at(&self, haystack: &str, start: usize) -> Option<(usize, usize)> {
+        match self {
+            Self::Literal {
+                text,
+                anchored: true,
+            } => (start == 0 && haystack.starts_with(text.as_str())).then_some((0, text.len())),
+            Self::Literal {
+                text,
+                anchored: false,
+            } => {
+                let at = start + haystack.get(start..)?.find(text.as_str())?;
+                Some((at, at + text.len()))
+            }
+            Self::Regex(re) => re.find_at(haystack, start).map(|m| (m.start(), m.end())),
+        }
+    }
+}
+
+/// BuildKit's `convertShellPatternToRegex`: `*` is `.*` (`.*?` unless `greedy`), `?` is `.`,
+/// `\*`, `\?` and `\\` are literal, `\}` and `\/` are the character alone, any other escape is
+/// an error; everything else is literal.
+pub(super) fn compile(
+    pattern: &str,
+    greedy: bool,
+    anchored: bool,
+) -> Result<Matcher, PatternError> {
     // Go's text/scanner drops a byte-order mark at the very start.
     let mut chars = pattern
         .strip_prefix('\u{feff}')
         .unwrap_or(pattern)
         .chars()
         .peekable();
-    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut regex = String::with_capacity(pattern.len() + 4);
+    let mut literal = String::with_capacity(pattern.len());
+    let mut wildcard = false;
     if anchored {
-        out.push('^');
+        regex.push('^');
     }
     let star = if greedy { ".*" } else { ".*?" };
     let mut buf = [0u8; 4];
     while let Some(tok) = chars.next() {
-        match tok {
-            '*' => out.push_str(star),
-            '?' => out.push('.'),
+        let c = match tok {
+            '*' | '?' => {
+                wildcard = true;
+                regex.push_str(if tok == '*' { star } else { "." });
+                continue;
+            }
             '\\' => {
                 // `\}` and `\/` only kept the brace or slash from ending the `${}`: the
                 // character is taken literally on the next turn.
@@ -33,16 +71,24 @@ fn compile(pattern: &str, greedy: bool, anchored: bool) -> Result<Regex, Pattern
                     continue;
                 }
                 match chars.next() {
-                    Some(c @ ('*' | '?' | '\\')) => {
-                        out.push_str(&regex::escape(c.encode_utf8(&mut buf)))
-                    }
+                    Some(c @ ('*' | '?' | '\\')) => c,
                     found => return Err(PatternError::InvalidEscape { found }),
                 }
             }
-            c => out.push_str(&regex::escape(c.encode_utf8(&mut buf))),
-        }
+            c => c,
+        };
+        literal.push(c);
+        regex.push_str(&regex::escape(c.encode_utf8(&mut buf)));
     }
-    Regex::new(&out).map_err(|e| PatternError::TooLarge(e.to_string()))
+    if !wildcard {
+        return Ok(Matcher::Literal {
+            text: literal,
+            anchored,
+        });
+    }
+    Regex::new(&regex)
+        .map(Matcher::Regex)
+        .map_err(|e| PatternError::TooLarge(e.to_string()))
 }
 
 /// `${value#pattern}` (or `##` when `greedy`): `value` less the prefix that `pattern` matches.
@@ -51,9 +97,9 @@ pub(super) fn trim_prefix(
     value: &str,
     greedy: bool,
 ) -> Result<String, (String, PatternError)> {
-    let re = compile(pattern, greedy, true).map_err(|e| (pattern.to_owned(), e))?;
-    Ok(match re.find(value) {
-        Some(m) => value[m.end()..].to_owned(),
+    let matcher = compile(pattern, greedy, true).map_err(|e| (pattern.to_owned(), e))?;
+    Ok(match matcher.find_at(value, 0) {
+        Some((_, end)) => value[end..].to_owned(),
         None => value.to_owned(),
     })
 }
@@ -98,12 +144,12 @@ pub(super) fn replace(
     replacement: &str,
     all: bool,
 ) -> Result<String, (String, PatternError)> {
-    let re = compile(pattern, true, false).map_err(|e| (pattern.to_owned(), e))?;
+    let matcher = compile(pattern, true, false).map_err(|e| (pattern.to_owned(), e))?;
     if all {
-        return Ok(replace_all(&re, value, replacement));
+        return Ok(replace_all(&matcher, value, replacement));
     }
-    Ok(match re.find(value) {
-        Some(m) => format!("{}{replacement}{}", &value[..m.start()], &value[m.end()..]),
+    Ok(match matcher.find_at(value, 0) {
+        Some((start, end)) => format!("{}{replacement}{}", &value[..start], &value[end..]),
         None => value.to_owned(),
     })
 }
@@ -112,26 +158,26 @@ pub(super) fn replace(
 /// another match is not replaced) and the replacement read as a template, where `$$` is `$`,
 /// `$0`/`${0}` the match, any other `$name`/`${name}` nothing (the pattern has no groups), and a
 /// malformed `$` itself.
-fn replace_all(re: &Regex, src: &str, template: &str) -> String {
+fn replace_all(matcher: &Matcher, src: &str, template: &str) -> String {
     let mut out = String::with_capacity(src.len());
     let mut last_end = 0;
     let mut search = 0;
     while search <= src.len() {
-        let Some(m) = re.find_at(src, search) else {
+        let Some((start, end)) = matcher.find_at(src, search) else {
             break;
         };
-        out.push_str(&src[last_end..m.start()]);
-        if m.end() > last_end || m.start() == 0 {
-            expand_template(&mut out, template, m.as_str());
+        out.push_str(&src[last_end..start]);
+        if end > last_end || start == 0 {
+            expand_template(&mut out, template, &src[start..end]);
         }
-        last_end = m.end();
+        last_end = end;
         let width = src[search..].chars().next().map_or(0, char::len_utf8);
-        if search + width > m.end() {
+        if search + width > end {
             search += width;
-        } else if search + 1 > m.end() {
+        } else if search + 1 > end {
             search += 1;
         } else {
-            search = m.end();
+            search = end;
         }
     }
     out.push_str(&src[last_end..]);
