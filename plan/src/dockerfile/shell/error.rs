@@ -18,12 +18,6 @@ pub struct ShellError {
 /// What is wrong with a word. Each message is BuildKit's, except [`ShellErrorKind::TooDeep`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShellErrorKind {
-    /// A `${...}` part ended before its closing `}` or the `/` after a pattern.
-    #[error("unexpected end of statement while looking for matching {stop}")]
-    UnexpectedEnd {
-        /// The character that was still expected.
-        stop: char,
-    },
     /// A `'` was never closed.
     #[error("unexpected end of statement while looking for matching single-quote")]
     UnterminatedSingleQuote,

@@ -394,8 +394,12 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
             }
             result.push(ch);
         }
-        if let Some(stop) = stop {
-            return Err(Kind::UnexpectedEnd { stop });
+        // BuildKit first reports "unexpected end of statement while looking for matching
+        // <stop>", then replaces it with these, as the word has ended.
+        match stop {
+            Some('/') => return Err(Kind::MissingSlash),
+            Some(_) => return Err(Kind::MissingBrace),
+            None => {}
         }
         Ok((result, words.finish(&mut self.words_buffer)))
     }
