@@ -17,20 +17,14 @@ pub fn run(dir: &Path, reports: &mut Vec<CorpusReport>) {
 }
 
 fn read(path: &Path) -> Option<String> {
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    std::fs::read(path).ok().map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Lines as Go's `bufio.ScanLines` yields them: split at `\n`, one trailing `\r` dropped, no
 /// empty line after a final newline.
 fn scan_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     let body = text.strip_suffix('\n').unwrap_or(text);
-    let lines = if text.is_empty() {
-        None
-    } else {
-        Some(body.split('\n'))
-    };
+    let lines = if text.is_empty() { None } else { Some(body.split('\n')) };
     lines
         .into_iter()
         .flatten()
@@ -56,13 +50,7 @@ fn env_var_test(text: &str) -> CorpusReport {
         let case = format!("line {number}: {line}");
         let fields: Vec<&str> = line.split('|').collect();
         let [platform, source, expected] = fields.as_slice() else {
-            report.check(
-                &case,
-                Err(format!(
-                    "expected 3 fields separated by '|', found {}",
-                    fields.len()
-                )),
-            );
+            report.check(&case, Err(format!("expected 3 fields separated by '|', found {}", fields.len())));
             continue;
         };
         let (platform, source, expected) = (platform.trim(), source.trim(), expected.trim());
@@ -70,10 +58,7 @@ fn env_var_test(text: &str) -> CorpusReport {
             "W" => continue,
             "A" | "U" => {}
             other => {
-                report.check(
-                    &case,
-                    Err(format!("invalid platform tag {other:?}: must be W, A or U")),
-                );
+                report.check(&case, Err(format!("invalid platform tag {other:?}: must be W, A or U")));
                 continue;
             }
         }
@@ -108,25 +93,13 @@ fn words_test(text: &str) -> CorpusReport {
         let case = format!("line {number}: {line}");
         let fields: Vec<&str> = line.split('|').collect();
         let [input, expected] = fields.as_slice() else {
-            report.check(
-                &case,
-                Err(format!(
-                    "expected exactly one '|', found {}",
-                    fields.len().saturating_sub(1)
-                )),
-            );
+            report.check(&case, Err(format!("expected exactly one '|', found {}", fields.len().saturating_sub(1))));
             continue;
         };
         let input = input.trim();
         let expected: Vec<&str> = expected.trim_start_matches(' ').split(',').collect();
-        let got = lex
-            .process_words(input, &env)
-            .unwrap_or_else(|_| vec!["error".to_owned()]);
-        let outcome = if got == expected {
-            Ok(())
-        } else {
-            Err(format!("expected {expected:?}, got {got:?}"))
-        };
+        let got = lex.process_words(input, &env).unwrap_or_else(|_| vec!["error".to_owned()]);
+        let outcome = if got == expected { Ok(()) } else { Err(format!("expected {expected:?}, got {got:?}")) };
         report.check(&case, outcome);
     }
     report

@@ -59,17 +59,11 @@ impl EnvEntry for &str {
 /// A list of entries: the last entry of a name wins, as in BuildKit's `EnvsFromSlice`.
 impl<T: EnvEntry> EnvGetter for [T] {
     fn get(&self, key: &str) -> Option<&str> {
-        self.iter()
-            .rev()
-            .find(|e| e.key() == key)
-            .map(EnvEntry::value)
+        self.iter().rev().find(|e| e.key() == key).map(EnvEntry::value)
     }
     fn keys(&self) -> Vec<&str> {
         let mut seen = BTreeSet::new();
-        self.iter()
-            .map(EnvEntry::key)
-            .filter(|k| seen.insert(*k))
-            .collect()
+        self.iter().map(EnvEntry::key).filter(|k| seen.insert(*k)).collect()
     }
 }
 

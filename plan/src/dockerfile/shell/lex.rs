@@ -44,13 +44,7 @@ impl Lex {
     /// `# escape=` directive's character).
     #[must_use]
     pub const fn new(escape: char) -> Self {
-        Self {
-            escape,
-            raw_quotes: false,
-            raw_escapes: false,
-            skip_process_quotes: false,
-            skip_unset_env: false,
-        }
+        Self { escape, raw_quotes: false, raw_escapes: false, skip_process_quotes: false, skip_unset_env: false }
     }
 
     /// The lexer BuildKit expands heredoc contents with (`COPY <<EOF`, `RUN <<EOF` whose
@@ -109,11 +103,7 @@ impl Lex {
     /// let err = lex.process_word("${NAME:?}${MISSING?must be set}", &env).unwrap_err();
     /// assert_eq!(err.to_string(), r#"failed to process "${NAME:?}${MISSING?must be set}": MISSING: must be set"#);
     /// ```
-    pub fn process_word<E: EnvGetter + ?Sized>(
-        &self,
-        word: &str,
-        env: &E,
-    ) -> Result<String, ShellError> {
+    pub fn process_word<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Result<String, ShellError> {
         self.process_word_with_matches(word, env).value
     }
 
@@ -130,11 +120,7 @@ impl Lex {
     /// let words = Lex::new('\\').process_words("$PORTS \"8080 x\" 9\\ 0", &env).unwrap();
     /// assert_eq!(words, ["80/tcp", "443", "8080 x", "9 0"]);
     /// ```
-    pub fn process_words<E: EnvGetter + ?Sized>(
-        &self,
-        word: &str,
-        env: &E,
-    ) -> Result<Vec<String>, ShellError> {
+    pub fn process_words<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Result<Vec<String>, ShellError> {
         self.run(word, env).value.map(|(_, words)| words)
     }
 
@@ -152,17 +138,9 @@ impl Lex {
     /// assert_eq!(out.matched.into_iter().collect::<Vec<_>>(), ["VARIANT", "VERSION"]);
     /// assert_eq!(out.unmatched.into_iter().collect::<Vec<_>>(), ["OS"]);
     /// ```
-    pub fn process_word_with_matches<E: EnvGetter + ?Sized>(
-        &self,
-        word: &str,
-        env: &E,
-    ) -> Expansion<String> {
+    pub fn process_word_with_matches<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Expansion<String> {
         let out = self.run(word, env);
-        Expansion {
-            value: out.value.map(|(result, _)| result),
-            matched: out.matched,
-            unmatched: out.unmatched,
-        }
+        Expansion { value: out.value.map(|(result, _)| result), matched: out.matched, unmatched: out.unmatched }
     }
 
     /// Expands each word of a list with [`Lex::process_word`], stopping at the first that
@@ -194,19 +172,11 @@ impl Lex {
             match out.value {
                 Ok(value) => values.push(value),
                 Err(err) => {
-                    return Expansion {
-                        value: Err(err),
-                        matched,
-                        unmatched,
-                    };
+                    return Expansion { value: Err(err), matched, unmatched };
                 }
             }
         }
-        Expansion {
-            value: Ok(values),
-            matched,
-            unmatched,
-        }
+        Expansion { value: Ok(values), matched, unmatched }
     }
 
     /// Splits each item with [`Lex::process_words`] and concatenates the words, stopping at
@@ -245,17 +215,9 @@ impl Lex {
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
-        let value = sw
-            .process_stop_on(None, self.raw_escapes)
-            .map_err(|kind| ShellError {
-                word: word.to_owned(),
-                kind,
-            });
-        Expansion {
-            value,
-            matched: sw.matched,
-            unmatched: sw.unmatched,
-        }
+        let value =
+            sw.process_stop_on(None, self.raw_escapes).map_err(|kind| ShellError { word: word.to_owned(), kind });
+        Expansion { value, matched: sw.matched, unmatched: sw.unmatched }
     }
 }
 
@@ -320,9 +282,7 @@ type Kind = ShellErrorKind;
 
 impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
     fn peek(&self) -> Option<char> {
-        self.src
-            .get(self.pos..)
-            .and_then(|rest| rest.chars().next())
+        self.src.get(self.pos..).and_then(|rest| rest.chars().next())
     }
 
     fn next(&mut self) -> Option<char> {
@@ -333,11 +293,7 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
 
     /// Processes up to `stop` (consumed) or the end of the word when `stop` is `None`;
     /// returns the expanded text and its words.
-    fn process_stop_on(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-    ) -> Result<(String, Vec<String>), Kind> {
+    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), Kind> {
         if self.depth >= MAX_NESTING {
             return Err(Kind::TooDeep { limit: MAX_NESTING });
         }
@@ -557,8 +513,7 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
                         } else {
                             pattern::trim_prefix(pattern, value, greedy)
                         };
-                        trimmed
-                            .map_err(|(pattern, reason)| Kind::InvalidPattern { pattern, reason })
+                        trimmed.map_err(|(pattern, reason)| Kind::InvalidPattern { pattern, reason })
                     }
                     _ => Err(Kind::UnsupportedModifier { modifier }),
                 }
@@ -633,11 +588,7 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
     fn get_env(&mut self, name: &str) -> Option<&'a str> {
         let env: &'a E = self.env;
         let value = env.get(name);
-        let seen = if value.is_some() {
-            &mut self.matched
-        } else {
-            &mut self.unmatched
-        };
+        let seen = if value.is_some() { &mut self.matched } else { &mut self.unmatched };
         if !seen.contains(name) {
             seen.insert(name.to_owned());
         }
@@ -646,10 +597,6 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
 }
 
 fn required(name: String, word: String, default: &str) -> Kind {
-    let message = if word.is_empty() {
-        default.to_owned()
-    } else {
-        word
-    };
+    let message = if word.is_empty() { default.to_owned() } else { word };
     Kind::Required { name, message }
 }

@@ -19,14 +19,10 @@ impl Matcher {
     /// The leftmost match starting at or after byte `start`, as Go's regexp finds it.
     pub(super) fn find_at(&self, haystack: &str, start: usize) -> Option<(usize, usize)> {
         match self {
-            Self::Literal {
-                text,
-                anchored: true,
-            } => (start == 0 && haystack.starts_with(text.as_str())).then_some((0, text.len())),
-            Self::Literal {
-                text,
-                anchored: false,
-            } => {
+            Self::Literal { text, anchored: true } => {
+                (start == 0 && haystack.starts_with(text.as_str())).then_some((0, text.len()))
+            }
+            Self::Literal { text, anchored: false } => {
                 let at = start + haystack.get(start..)?.find(text.as_str())?;
                 Some((at, at + text.len()))
             }
@@ -38,17 +34,9 @@ impl Matcher {
 /// BuildKit's `convertShellPatternToRegex`: `*` is `.*` (`.*?` unless `greedy`), `?` is `.`,
 /// `\*`, `\?` and `\\` are literal, `\}` and `\/` are the character alone, any other escape is
 /// an error; everything else is literal.
-pub(super) fn compile(
-    pattern: &str,
-    greedy: bool,
-    anchored: bool,
-) -> Result<Matcher, PatternError> {
+pub(super) fn compile(pattern: &str, greedy: bool, anchored: bool) -> Result<Matcher, PatternError> {
     // Go's text/scanner drops a byte-order mark at the very start.
-    let mut chars = pattern
-        .strip_prefix('\u{feff}')
-        .unwrap_or(pattern)
-        .chars()
-        .peekable();
+    let mut chars = pattern.strip_prefix('\u{feff}').unwrap_or(pattern).chars().peekable();
     let mut regex = String::with_capacity(pattern.len() + 4);
     let mut literal = String::with_capacity(pattern.len());
     let mut wildcard = false;
@@ -81,22 +69,13 @@ pub(super) fn compile(
         regex.push_str(&regex::escape(c.encode_utf8(&mut buf)));
     }
     if !wildcard {
-        return Ok(Matcher::Literal {
-            text: literal,
-            anchored,
-        });
+        return Ok(Matcher::Literal { text: literal, anchored });
     }
-    Regex::new(&regex)
-        .map(Matcher::Regex)
-        .map_err(|e| PatternError::TooLarge(e.to_string()))
+    Regex::new(&regex).map(Matcher::Regex).map_err(|e| PatternError::TooLarge(e.to_string()))
 }
 
 /// `${value#pattern}` (or `##` when `greedy`): `value` less the prefix that `pattern` matches.
-pub(super) fn trim_prefix(
-    pattern: &str,
-    value: &str,
-    greedy: bool,
-) -> Result<String, (String, PatternError)> {
+pub(super) fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Result<String, (String, PatternError)> {
     let matcher = compile(pattern, greedy, true).map_err(|e| (pattern.to_owned(), e))?;
     Ok(match matcher.find_at(value, 0) {
         Some((_, end)) => value[end..].to_owned(),
@@ -106,11 +85,7 @@ pub(super) fn trim_prefix(
 
 /// `${value%pattern}` (or `%%` when `greedy`). An invalid pattern is reported reversed, as
 /// BuildKit reports it.
-pub(super) fn trim_suffix(
-    pattern: &str,
-    value: &str,
-    greedy: bool,
-) -> Result<String, (String, PatternError)> {
+pub(super) fn trim_suffix(pattern: &str, value: &str, greedy: bool) -> Result<String, (String, PatternError)> {
     let reversed: String = value.chars().rev().collect();
     let trimmed = trim_prefix(&reverse_pattern(pattern), &reversed, greedy)?;
     Ok(trimmed.chars().rev().collect())
@@ -213,10 +188,8 @@ fn template_name(s: &str) -> Option<(&str, &str)> {
         Some(body) => (true, body),
         None => (false, s),
     };
-    let len = body
-        .char_indices()
-        .find(|&(_, c)| !(is_letter(c) || is_digit(c) || c == '_'))
-        .map_or(body.len(), |(i, _)| i);
+    let len =
+        body.char_indices().find(|&(_, c)| !(is_letter(c) || is_digit(c) || c == '_')).map_or(body.len(), |(i, _)| i);
     if len == 0 {
         return None;
     }

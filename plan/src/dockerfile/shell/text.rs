@@ -12,11 +12,7 @@ pub(super) fn is_letter(c: char) -> bool {
     }
     matches!(
         get_general_category(c),
-        Gc::UppercaseLetter
-            | Gc::LowercaseLetter
-            | Gc::TitlecaseLetter
-            | Gc::ModifierLetter
-            | Gc::OtherLetter
+        Gc::UppercaseLetter | Gc::LowercaseLetter | Gc::TitlecaseLetter | Gc::ModifierLetter | Gc::OtherLetter
     )
 }
 
