@@ -705,7 +705,7 @@ enum Parsed1 {
 /// assert_eq!(run.mounts[0].parsed.as_ref().unwrap().target.as_deref(), Some("/c"));
 /// assert_eq!(parsed.errors.len(), 1);
 /// assert_eq!(parsed.errors[0].line, 5);
-/// assert_eq!(parsed.errors[0].message, "unknown instruction: FOO (did you mean from?)");
+/// assert_eq!(parsed.errors[0].message, "unknown instruction: FOO (did you mean FROM?)");
 /// ```
 pub fn parse(ast: &Node) -> Parsed {
     let mut out = Parsed::default();
