@@ -366,3 +366,51 @@ fn parse_words_matches_buildkit() {
         assert_eq!(lines::parse_words(input, '\\'), expected, "{input}");
     }
 }
+
+#[test]
+fn arbitrary_token_soup_never_panics() {
+    const TOKENS: [&str; 24] = [
+        "FROM a",
+        "RUN",
+        "COPY",
+        "ONBUILD",
+        "HEALTHCHECK",
+        "ENV",
+        " ",
+        "\t",
+        "\n",
+        "\\",
+        "`",
+        "\"",
+        "'",
+        "<<",
+        "<<-",
+        "EOF",
+        "[",
+        "]",
+        "#",
+        "# escape=`",
+        "--mount=",
+        "${a:-",
+        "}",
+        "é\u{a0}",
+    ];
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..3000 {
+        let mut text = String::new();
+        for _ in 0..40 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            text.push_str(TOKENS[(state >> 33) as usize % TOKENS.len()]);
+        }
+        match parse(text.as_bytes()) {
+            Ok(r) => {
+                let typed = crate::dockerfile::instructions::parse(&r.ast);
+                assert!(typed.errors.iter().all(|e| e.line >= 1), "{text:?}");
+                let _ = r.ast.dump();
+            }
+            Err(e) => assert!(e.line >= 1, "{text:?}: {e}"),
+        }
+    }
+}
