@@ -1,0 +1,416 @@
+//! BuildKit's line parsers: one joined instruction line to a [`Node`], arguments shaped per
+//! instruction (`frontend/dockerfile/parser/line_parsers.go` and `split_command.go`).
+
+use super::{MAX_ONBUILD_DEPTH, Node, ParseErrorKind, go_quote, go_trim_space};
+
+type LineResult = Result<(Vec<Node>, bool), ParseErrorKind>;
+
+/// `newNodeFromLine`: keyword, flags, then the instruction's argument parser.
+pub(super) fn node_from_line(
+    line: &str,
+    escape: char,
+    comments: Vec<String>,
+    depth: usize,
+) -> Result<Node, ParseErrorKind> {
+    let (cmd, flags, args) = split_command(line, escape);
+    let (next, json) = match cmd.to_lowercase().as_str() {
+        "add" | "copy" | "volume" => parse_maybe_json_to_list(&args)?,
+        "arg" => (parse_name_or_name_val(&args, escape), false),
+        "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(&args)?,
+        "env" => (parse_name_val(&args, "ENV", escape)?, false),
+        "label" => (parse_name_val(&args, "LABEL", escape)?, false),
+        "expose" | "from" => (parse_strings_whitespace_delimited(&args), false),
+        "healthcheck" => parse_health_config(&args)?,
+        "maintainer" | "stopsignal" | "user" | "workdir" => (parse_string(&args), false),
+        "onbuild" => (parse_sub_command(&args, escape, depth)?, false),
+        // Unknown instructions keep one empty argument node, as BuildKit's parseIgnore does.
+        _ => (vec![Node::default()], false),
+    };
+    Ok(Node {
+        value: cmd,
+        original: line.to_owned(),
+        flags,
+        next,
+        json,
+        prev_comment: comments,
+        ..Node::default()
+    })
+}
+
+fn leaf(value: impl Into<String>) -> Node {
+    Node {
+        value: value.into(),
+        ..Node::default()
+    }
+}
+
+/// Go's `unicode.IsSpace` applied to a single byte taken as a rune (Latin-1), as BuildKit's
+/// byte-wise loops do.
+fn is_space_byte(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0x85 | 0xa0)
+}
+
+/// The Go regexp `[\t\v\f\r ]+` splitter with Go's `Regexp.Split(s, n)` semantics
+/// (`n == 0` meaning no limit).
+pub(super) fn split_ws(s: &str, n: usize) -> Vec<&str> {
+    if s.is_empty() {
+        return vec![""];
+    }
+    let is_ws = |b: u8| matches!(b, b'\t' | 0x0b | 0x0c | b'\r' | b' ');
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut beg = 0;
+    let mut end = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_ws(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && is_ws(bytes[i]) {
+            i += 1;
+        }
+        if n > 0 && out.len() == n - 1 {
+            break;
+        }
+        end = start;
+        out.push(&s[beg..end]);
+        beg = i;
+    }
+    if end != s.len() {
+        out.push(&s[beg..]);
+    }
+    out
+}
+
+/// `splitCommand`: the keyword, the leading `--flags`, and the trimmed remaining arguments.
+fn split_command(line: &str, escape: char) -> (String, Vec<String>, String) {
+    let parts = split_ws(go_trim_space(line), 2);
+    let cmd = parts[0].to_owned();
+    match parts.get(1) {
+        Some(rest) => {
+            let (args, flags) = extract_builder_flags(rest, escape);
+            (cmd, flags, go_trim_space(&args).to_owned())
+        }
+        None => (cmd, Vec::new(), String::new()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Spaces,
+    Word,
+    Quote,
+}
+
+/// `extractBuilderFlags`. BuildKit walks bytes here and turns each byte into a rune, so
+/// non-ASCII bytes in flags come out as Latin-1 characters; that is kept.
+fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
+    let bytes = line.as_bytes();
+    let rest_from = |pos: usize| String::from_utf8_lossy(&bytes[pos..]).into_owned();
+    let esc = u32::from(escape);
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut quote = 0u8;
+    let mut blank_ok = false;
+    let mut pos = 0;
+    while pos <= bytes.len() {
+        let at_end = pos == bytes.len();
+        let ch = if at_end { 0 } else { bytes[pos] };
+        if phase == Phase::Spaces {
+            if at_end {
+                break;
+            }
+            if is_space_byte(ch) {
+                pos += 1;
+                continue;
+            }
+            if ch != b'-' || pos + 1 == bytes.len() || bytes[pos + 1] != b'-' {
+                return (rest_from(pos), words);
+            }
+            phase = Phase::Word;
+        }
+        if at_end {
+            if word != "--" && (blank_ok || !word.is_empty()) {
+                words.push(word);
+            }
+            break;
+        }
+        if phase == Phase::Word {
+            if is_space_byte(ch) {
+                phase = Phase::Spaces;
+                if word == "--" {
+                    return (rest_from(pos), words);
+                }
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                word.clear();
+                blank_ok = false;
+                pos += 1;
+                continue;
+            }
+            if ch == b'\'' || ch == b'"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+                pos += 1;
+                continue;
+            }
+            let mut c = ch;
+            if u32::from(c) == esc {
+                if pos + 1 == bytes.len() {
+                    pos += 1;
+                    continue;
+                }
+                pos += 1;
+                c = bytes[pos];
+            }
+            word.push(char::from(c));
+            pos += 1;
+            continue;
+        }
+        // Phase::Quote
+        if ch == quote {
+            phase = Phase::Word;
+            pos += 1;
+            continue;
+        }
+        let mut c = ch;
+        if u32::from(c) == esc {
+            if pos + 1 == bytes.len() {
+                phase = Phase::Word;
+                pos += 1;
+                continue;
+            }
+            pos += 1;
+            c = bytes[pos];
+        }
+        word.push(char::from(c));
+        pos += 1;
+    }
+    (String::new(), words)
+}
+
+/// `parseWords`: splits on whitespace keeping quotes and escapes in the words.
+pub(super) fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    let chars: Vec<char> = rest.chars().collect();
+    let n = chars.len();
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut quote = '\0';
+    let mut blank_ok = false;
+    let mut word = String::new();
+    let mut i = 0;
+    while i <= n {
+        let at_end = i == n;
+        let mut ch = if at_end { '\0' } else { chars[i] };
+        if phase == Phase::Spaces {
+            if at_end {
+                break;
+            }
+            if ch.is_whitespace() {
+                i += 1;
+                continue;
+            }
+            phase = Phase::Word;
+        }
+        if at_end {
+            if blank_ok || !word.is_empty() {
+                words.push(word);
+            }
+            break;
+        }
+        if phase == Phase::Word {
+            if ch.is_whitespace() {
+                phase = Phase::Spaces;
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                blank_ok = false;
+                i += 1;
+                continue;
+            }
+            if ch == '\'' || ch == '"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+            }
+            if ch == escape {
+                if i + 1 == n {
+                    i += 1;
+                    continue;
+                }
+                word.push(ch);
+                i += 1;
+                ch = chars[i];
+            }
+            word.push(ch);
+            i += 1;
+            continue;
+        }
+        // Phase::Quote
+        if ch == quote {
+            phase = Phase::Word;
+        }
+        if ch == escape && quote != '\'' {
+            if i + 1 == n {
+                phase = Phase::Word;
+                i += 1;
+                continue;
+            }
+            i += 1;
+            word.push(ch);
+            ch = chars[i];
+        }
+        word.push(ch);
+        i += 1;
+    }
+    words
+}
+
+fn key_value_nodes(out: &mut Vec<Node>, key: &str, value: &str, sep: &str) {
+    out.push(leaf(key));
+    out.push(leaf(value));
+    out.push(leaf(sep));
+}
+
+/// `parseNameVal` for ENV and LABEL: `name=value ...`, or the legacy `name value` form.
+fn parse_name_val(
+    rest: &str,
+    instruction: &'static str,
+    escape: char,
+) -> Result<Vec<Node>, ParseErrorKind> {
+    let words = parse_words(rest, escape);
+    let Some(first) = words.first() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    if !first.contains('=') {
+        let parts = split_ws(rest, 2);
+        if parts.len() < 2 {
+            return Err(ParseErrorKind::MissingValue { instruction });
+        }
+        key_value_nodes(&mut out, parts[0], parts[1], "");
+        return Ok(out);
+    }
+    for word in &words {
+        let Some((key, value)) = word.split_once('=') else {
+            return Err(ParseErrorKind::MissingEquals {
+                word: go_quote(word),
+            });
+        };
+        key_value_nodes(&mut out, key, value, "=");
+    }
+    Ok(out)
+}
+
+/// `parseNameOrNameVal` for ARG: the words as they are.
+fn parse_name_or_name_val(rest: &str, escape: char) -> Vec<Node> {
+    parse_words(rest, escape).into_iter().map(leaf).collect()
+}
+
+/// `parseStringsWhitespaceDelimited`.
+fn parse_strings_whitespace_delimited(rest: &str) -> Vec<Node> {
+    if rest.is_empty() {
+        return Vec::new();
+    }
+    split_ws(rest, 0).into_iter().map(leaf).collect()
+}
+
+/// `parseString`: the whole rest as one argument.
+fn parse_string(rest: &str) -> Vec<Node> {
+    if rest.is_empty() {
+        Vec::new()
+    } else {
+        vec![leaf(rest)]
+    }
+}
+
+enum JsonOutcome {
+    Strings(Vec<String>),
+    NotJson,
+    NotStrings,
+}
+
+/// `parseJSON`: a JSON array of strings, or why not.
+fn parse_json(rest: &str) -> JsonOutcome {
+    let rest = rest.trim_start_matches(char::is_whitespace);
+    if !rest.starts_with('[') {
+        return JsonOutcome::NotJson;
+    }
+    match serde_json::from_str::<Vec<serde_json::Value>>(rest) {
+        Err(_) => JsonOutcome::NotJson,
+        Ok(values) => {
+            let mut out = Vec::with_capacity(values.len());
+            for value in values {
+                match value {
+                    serde_json::Value::String(s) => out.push(s),
+                    _ => return JsonOutcome::NotStrings,
+                }
+            }
+            JsonOutcome::Strings(out)
+        }
+    }
+}
+
+/// `parseMaybeJSON`: exec form, else the whole rest as one shell-form argument.
+fn parse_maybe_json(rest: &str) -> LineResult {
+    if rest.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    match parse_json(rest) {
+        JsonOutcome::Strings(values) => Ok((values.into_iter().map(leaf).collect(), true)),
+        JsonOutcome::NotStrings => Err(ParseErrorKind::NotStringArray),
+        JsonOutcome::NotJson => Ok((vec![leaf(rest)], false)),
+    }
+}
+
+/// `parseMaybeJSONToList`: exec form, else whitespace-separated words.
+fn parse_maybe_json_to_list(rest: &str) -> LineResult {
+    match parse_json(rest) {
+        JsonOutcome::Strings(values) => Ok((values.into_iter().map(leaf).collect(), true)),
+        JsonOutcome::NotStrings => Err(ParseErrorKind::NotStringArray),
+        JsonOutcome::NotJson => Ok((parse_strings_whitespace_delimited(rest), false)),
+    }
+}
+
+/// `parseHealthConfig`: a type word (`CMD`, `NONE`) then a maybe-JSON command. BuildKit finds
+/// the type's end byte-wise, which is kept.
+fn parse_health_config(rest: &str) -> LineResult {
+    let bytes = rest.as_bytes();
+    let sep = bytes
+        .iter()
+        .position(|&b| is_space_byte(b))
+        .unwrap_or(bytes.len());
+    if sep == 0 {
+        return Ok((Vec::new(), false));
+    }
+    let next = bytes[sep..]
+        .iter()
+        .position(|&b| !is_space_byte(b))
+        .map_or(bytes.len(), |p| sep + p);
+    let typ = String::from_utf8_lossy(&bytes[..sep]).into_owned();
+    let cmd = String::from_utf8_lossy(&bytes[next..]);
+    let (cmd_nodes, json) = parse_maybe_json(&cmd)?;
+    let mut out = vec![leaf(typ)];
+    out.extend(cmd_nodes);
+    Ok((out, json))
+}
+
+/// `parseSubCommand` for ONBUILD: the trigger instruction becomes the only child.
+fn parse_sub_command(rest: &str, escape: char, depth: usize) -> Result<Vec<Node>, ParseErrorKind> {
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    if depth >= MAX_ONBUILD_DEPTH {
+        return Err(ParseErrorKind::OnbuildTooDeep);
+    }
+    let child = node_from_line(rest, escape, Vec::new(), depth + 1)?;
+    Ok(vec![Node {
+        children: vec![child],
+        ..Node::default()
+    }])
+}
