@@ -344,13 +344,11 @@ impl Layer {
                 name.extend_from_slice(last);
                 *last = name;
             }
-            LayerEntryKind::Hardlink { target } => {
-                if layer_components(target)?.is_empty() {
-                    return Err(LayerError::InvalidPath {
-                        path: target.clone(),
-                        reason: "a hardlink cannot point to the root",
-                    });
-                }
+            LayerEntryKind::Hardlink { target } if layer_components(target)?.is_empty() => {
+                return Err(LayerError::InvalidPath {
+                    path: target.clone(),
+                    reason: "a hardlink cannot point to the root",
+                });
             }
             _ => {}
         }
