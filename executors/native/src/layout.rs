@@ -352,7 +352,7 @@ pub struct Image {
 ///     .build()?;
 /// nullspace_native::layout::append_layer(&mut config, &layer, Default::default());
 /// let manifest = oci.write_image(&config, &[layer.descriptor()], Some("latest"))?;
-/// assert_eq!(oci.resolve(Some("latest"))?, manifest);
+/// assert_eq!(oci.resolve(Some("latest"))?.digest(), manifest.digest());
 /// let image = oci.load_image(Some("latest"))?;
 /// assert_eq!(image.config.rootfs().diff_ids().len(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -1,7 +1,8 @@
 //! Layer writing: content checked with independent readers (the `tar` crate, GNU tar),
 //! determinism across machines-like differences (paths, inodes, mtimes), whiteout order.
 
-mod common;
+#[path = "common/walk.rs"]
+mod walk;
 
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -37,7 +38,7 @@ fn build(ctx: &Path, opts: &LayerOptions) -> (LayerInfo, Vec<u8>) {
         }),
         chmod: None,
     };
-    layer.add_copy(ctx, &common::walk(ctx), &copy).unwrap();
+    layer.add_copy(ctx, &walk::walk(ctx), &copy).unwrap();
     let mut blob = Vec::new();
     let info = layer.write(&mut blob, opts).unwrap();
     (info, blob)
@@ -166,7 +167,7 @@ fn chmod_applies_to_files_and_dirs_but_not_symlinks() {
         chmod: Some(0o640),
     };
     layer
-        .add_copy(dir.path(), &common::walk(dir.path()), &copy)
+        .add_copy(dir.path(), &walk::walk(dir.path()), &copy)
         .unwrap();
     let mut blob = Vec::new();
     let opts = LayerOptions {
@@ -196,7 +197,7 @@ fn same_input_in_two_places_gives_identical_digests() {
     std::fs::create_dir_all(b.path().join("x/y")).unwrap();
     make_context(&b.path().join("x/y"));
     let b_ctx = b.path().join("x/y");
-    common::set_mtime(&b_ctx.join("file"), 12345);
+    set_mtime(&b_ctx.join("file"), 12345);
     let opts = LayerOptions::default();
     let (ia, blob_a) = build(a.path(), &opts);
     let (ib, blob_b) = build(&b_ctx, &opts);
@@ -213,8 +214,8 @@ fn mtime_change_keeps_digest_and_mode_change_changes_it() {
     make_context(dir.path());
     let opts = LayerOptions::default();
     let (before, _) = build(dir.path(), &opts);
-    common::set_mtime(&dir.path().join("secret"), 999_999);
-    common::set_mtime(&dir.path().join("sub/deeper/nested.txt"), 1);
+    set_mtime(&dir.path().join("secret"), 999_999);
+    set_mtime(&dir.path().join("sub/deeper/nested.txt"), 1);
     let (after_mtime, _) = build(dir.path(), &opts);
     assert_eq!(before.diff_id, after_mtime.diff_id);
     assert_eq!(before.digest, after_mtime.digest);
@@ -411,4 +412,11 @@ fn a_file_that_changed_size_fails_the_write() {
         .write(std::io::sink(), &LayerOptions::default())
         .unwrap_err();
     assert!(err.to_string().contains("expected 3 bytes"), "{err}");
+}
+
+/// Sets a file's mtime (to prove mtimes do not matter).
+fn set_mtime(path: &Path, secs: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .unwrap();
 }

@@ -1,7 +1,10 @@
 //! Unpacking: hostile archives never write outside the root; whiteouts and opaque
 //! directories; a round trip through our own writer.
 
-mod common;
+#[path = "common/snapshot.rs"]
+mod snapshot;
+#[path = "common/walk.rs"]
+mod walk;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -262,7 +265,7 @@ fn whiteouts_and_opaque_dirs_apply_to_lower_layers_only() {
     upper.write(&mut blob, &LayerOptions::default()).unwrap();
     let stats = sb.unpack(&blob).unwrap();
     assert_eq!(stats.whiteouts, 3);
-    let snap = common::snapshot(&sb.root);
+    let snap = snapshot::snapshot(&sb.root);
     let paths: Vec<_> = snap.keys().map(|p| p.to_str().unwrap()).collect();
     assert_eq!(
         paths,
@@ -316,7 +319,7 @@ fn our_layers_round_trip() {
         chown: Some(Chown { uid: 5, gid: 6 }),
         chmod: None,
     };
-    layer.add_copy(c, &common::walk(c), &copy).unwrap();
+    layer.add_copy(c, &walk::walk(c), &copy).unwrap();
     let mut blob = Vec::new();
     layer
         .write(
@@ -329,8 +332,8 @@ fn our_layers_round_trip() {
         .unwrap();
     let sb = sandbox();
     sb.unpack(&blob).unwrap();
-    let got = common::snapshot(&sb.root.join("opt"));
-    let mut want = common::snapshot(c);
+    let got = snapshot::snapshot(&sb.root.join("opt"));
+    let mut want = snapshot::snapshot(c);
     for node in want.values_mut() {
         node.uid = 5;
         node.gid = 6;
