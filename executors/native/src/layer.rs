@@ -577,6 +577,8 @@ impl Layer {
         // Parents missing from the set are written just before their first child.
         let mut written_dirs: HashSet<Vec<Vec<u8>>> = HashSet::new();
         let mut first_links: HashMap<(u64, u64, u32, u32, u32), Vec<u8>> = HashMap::new();
+        // Non-directory paths written so far: the only valid hardlink targets.
+        let mut linkable: HashSet<Vec<u8>> = HashSet::new();
         let mut buf = vec![0u8; 64 * 1024];
         for item in self.items.values() {
             let comps = &item.components;
@@ -645,6 +647,12 @@ impl Layer {
                 LayerEntryKind::Hardlink { target } => {
                     h.typeflag = b'1';
                     h.linkname = layer_components(target)?.join(&b'/');
+                    if !linkable.contains(&h.linkname) {
+                        return Err(LayerError::InvalidPath {
+                            path: target.clone(),
+                            reason: "a hardlink target must be a non-directory entry sorted before the link",
+                        });
+                    }
                 }
                 LayerEntryKind::Fifo => h.typeflag = b'6',
                 LayerEntryKind::Device {
@@ -664,6 +672,9 @@ impl Layer {
                 }
             }
             tarfmt::write_header(w, &h).map_err(out_err())?;
+            if h.typeflag != b'5' {
+                linkable.insert(h.path.clone());
+            }
             if let Some((source, size)) = content {
                 copy_file(source, size, w, &mut buf)?;
                 tarfmt::write_padding(w, size).map_err(out_err())?;

@@ -388,6 +388,16 @@ fn invalid_paths_are_refused() {
     };
     assert!(layer.insert(link).is_err());
     assert!(layer.is_empty());
+    // A hardlink to a path that is not (yet) a file of the layer cannot be written.
+    let dangling = LayerEntry {
+        kind: LayerEntryKind::Hardlink { target: "z".into() },
+        ..entry("a")
+    };
+    layer.insert(dangling).unwrap();
+    let err = layer
+        .write(std::io::sink(), &LayerOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("hardlink target"), "{err}");
 }
 
 #[test]
