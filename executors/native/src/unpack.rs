@@ -227,8 +227,13 @@ impl Unpacker {
                 continue;
             };
             let shown = PathBuf::from_iter(&components);
-            let parent = self.resolve_dir(parents, false, &shown)?;
-            set_times(parent.as_fd(), name, mtime, &shown)?;
+            // A later entry may have replaced the directory; its time no longer matters.
+            let applied = self
+                .resolve_dir(parents, false, &shown)
+                .and_then(|parent| set_times(parent.as_fd(), name, mtime, &shown));
+            if let Err(e) = applied {
+                tracing::warn!(error = %e, "directory time not restored");
+            }
         }
         Ok(())
     }
