@@ -1,1 +1,10 @@
 //! `nullspace-native`: builds OCI images without a daemon.
+//!
+//! - [`layer`]: reproducible layer tarballs (COPY-like and diff layers) with their digests;
+//! - [`unpack`]: applying layers to a root filesystem without ever writing outside it;
+//! - [`layout`]: OCI image layout directories (blobs, manifests, configs, tags).
+
+pub mod layer;
+pub mod layout;
+mod tarfmt;
+pub mod unpack;
