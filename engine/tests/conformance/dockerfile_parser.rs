@@ -30,11 +30,7 @@ pub fn run(dir: &Path, reports: &mut Vec<CorpusReport>) {
 
 fn cases(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| p.is_dir())
-            .collect(),
+        Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect(),
         Err(_) => Vec::new(),
     };
     out.sort();
@@ -42,30 +38,19 @@ fn cases(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn case_name(case: &Path) -> String {
-    case.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+    case.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn positive_case(case: &Path) -> Result<(), String> {
-    let input =
-        std::fs::read(case.join("Dockerfile")).map_err(|e| format!("reading Dockerfile: {e}"))?;
-    let expected =
-        std::fs::read_to_string(case.join("result")).map_err(|e| format!("reading result: {e}"))?;
+    let input = std::fs::read(case.join("Dockerfile")).map_err(|e| format!("reading Dockerfile: {e}"))?;
+    let expected = std::fs::read_to_string(case.join("result")).map_err(|e| format!("reading result: {e}"))?;
     let result = parser::parse(&input).map_err(|e| format!("parse failed: {e}"))?;
     let got = result.ast.dump() + "\n";
-    if got == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "dump differs\n--- expected\n{expected}--- got\n{got}"
-        ))
-    }
+    if got == expected { Ok(()) } else { Err(format!("dump differs\n--- expected\n{expected}--- got\n{got}")) }
 }
 
 fn negative_case(case: &Path) -> Result<(), String> {
-    let input =
-        std::fs::read(case.join("Dockerfile")).map_err(|e| format!("reading Dockerfile: {e}"))?;
+    let input = std::fs::read(case.join("Dockerfile")).map_err(|e| format!("reading Dockerfile: {e}"))?;
     match parser::parse(&input) {
         Err(e) if e.line >= 1 => Ok(()),
         Err(e) => Err(format!("error names no line: {e}")),

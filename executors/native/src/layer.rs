@@ -51,9 +51,7 @@ pub enum LayerError {
         reason: &'static str,
     },
     /// A file's size changed between the walk and the write.
-    #[error(
-        "{path} changed while being written to the layer: expected {expected} bytes, read {actual}"
-    )]
+    #[error("{path} changed while being written to the layer: expected {expected} bytes, read {actual}")]
     SizeChanged {
         /// The file.
         path: PathBuf,
@@ -71,10 +69,7 @@ pub enum LayerError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayerError + '_ {
-    move |source| LayerError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LayerError::Io { path: path.to_path_buf(), source }
 }
 
 /// What one layer entry is.
@@ -186,10 +181,7 @@ pub struct LayerOptions {
 
 impl Default for LayerOptions {
     fn default() -> Self {
-        Self {
-            source_date_epoch: 0,
-            compression: Compression::Gzip(6),
-        }
+        Self { source_date_epoch: 0, compression: Compression::Gzip(6) }
     }
 }
 
@@ -202,10 +194,7 @@ impl LayerOptions {
         let mut opts = Self::default();
         if let Some(value) = std::env::var_os("SOURCE_DATE_EPOCH") {
             let value = value.to_string_lossy().into_owned();
-            opts.source_date_epoch = value
-                .trim()
-                .parse()
-                .map_err(|_| LayerError::SourceDateEpoch { value })?;
+            opts.source_date_epoch = value.trim().parse().map_err(|_| LayerError::SourceDateEpoch { value })?;
         }
         Ok(opts)
     }
@@ -335,10 +324,7 @@ impl Layer {
             LayerEntryKind::Opaque => components.push(OPAQUE_WHITEOUT.as_bytes().to_vec()),
             LayerEntryKind::Whiteout => {
                 let Some(last) = components.last_mut() else {
-                    return Err(LayerError::InvalidPath {
-                        path: entry.path,
-                        reason: "the root cannot be deleted",
-                    });
+                    return Err(LayerError::InvalidPath { path: entry.path, reason: "the root cannot be deleted" });
                 };
                 let mut name = WHITEOUT_PREFIX.as_bytes().to_vec();
                 name.extend_from_slice(last);
@@ -358,25 +344,16 @@ impl Layer {
                 reason: "the root directory itself is not a layer entry",
             });
         }
-        self.items
-            .insert(sort_key(&components), Item { components, entry });
+        self.items.insert(sort_key(&components), Item { components, entry });
         Ok(())
     }
 
     /// Adds a parent directory unless an entry already exists there.
     fn insert_parent(&mut self, components: &[Vec<u8>], mode: u32, uid: u32, gid: u32) {
-        self.items
-            .entry(sort_key(components))
-            .or_insert_with(|| Item {
-                components: components.to_vec(),
-                entry: LayerEntry {
-                    path: join_components(components),
-                    kind: LayerEntryKind::Dir,
-                    mode,
-                    uid,
-                    gid,
-                },
-            });
+        self.items.entry(sort_key(components)).or_insert_with(|| Item {
+            components: components.to_vec(),
+            entry: LayerEntry { path: join_components(components), kind: LayerEntryKind::Dir, mode, uid, gid },
+        });
     }
 
     /// Adds a walked build context (`entries`, relative to `root`) under `copy.dest`, as
@@ -385,12 +362,7 @@ impl Layer {
     ///
     /// # Errors
     /// [`LayerError::InvalidPath`] if an entry path or the destination holds `..`.
-    pub fn add_copy(
-        &mut self,
-        root: &Path,
-        entries: &[Entry],
-        copy: &CopyOptions,
-    ) -> Result<(), LayerError> {
+    pub fn add_copy(&mut self, root: &Path, entries: &[Entry], copy: &CopyOptions) -> Result<(), LayerError> {
         let dest = layer_components(&copy.dest)?;
         let (uid, gid) = copy.chown.map_or((0, 0), |c| (c.uid, c.gid));
         for depth in 1..=dest.len() {
@@ -413,20 +385,9 @@ impl Layer {
                     },
                     copy.chmod.unwrap_or(e.mode),
                 ),
-                EntryKind::Symlink { target } => (
-                    LayerEntryKind::Symlink {
-                        target: target.clone(),
-                    },
-                    0o777,
-                ),
+                EntryKind::Symlink { target } => (LayerEntryKind::Symlink { target: target.clone() }, 0o777),
             };
-            self.insert(LayerEntry {
-                path: join_components(&components),
-                kind,
-                mode,
-                uid,
-                gid,
-            })?;
+            self.insert(LayerEntry { path: join_components(&components), kind, mode, uid, gid })?;
         }
         Ok(())
     }
@@ -503,9 +464,7 @@ impl Layer {
                 inode: (meta.nlink() > 1).then_some((meta.dev(), meta.ino())),
             }
         } else if ft.is_symlink() {
-            LayerEntryKind::Symlink {
-                target: std::fs::read_link(&host).map_err(io_err(&host))?,
-            }
+            LayerEntryKind::Symlink { target: std::fs::read_link(&host).map_err(io_err(&host))? }
         } else if ft.is_fifo() {
             LayerEntryKind::Fifo
         } else if ft.is_char_device() || ft.is_block_device() {
@@ -519,13 +478,7 @@ impl Layer {
             tracing::warn!(path = %host.display(), "socket left out of the layer");
             return Ok(());
         };
-        self.insert(LayerEntry {
-            path: rel,
-            kind,
-            mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
-        })
+        self.insert(LayerEntry { path: rel, kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid() })
     }
 
     /// Writes the layer to `out` and returns its digests and sizes.
@@ -542,31 +495,16 @@ impl Layer {
                 self.write_tar(&mut tar, opts.source_date_epoch)?;
                 let (diff_id, usize, inner) = tar.finish();
                 let (digest, size, _) = inner.finish();
-                Ok(LayerInfo {
-                    diff_id,
-                    digest,
-                    size,
-                    uncompressed_size: usize,
-                    media_type: MediaType::ImageLayer,
-                })
+                Ok(LayerInfo { diff_id, digest, size, uncompressed_size: usize, media_type: MediaType::ImageLayer })
             }
             Compression::Gzip(level) => {
-                let gz = flate2::write::GzEncoder::new(
-                    compressed,
-                    flate2::Compression::new(level.min(9)),
-                );
+                let gz = flate2::write::GzEncoder::new(compressed, flate2::Compression::new(level.min(9)));
                 let mut tar = HashWriter::new(gz);
                 self.write_tar(&mut tar, opts.source_date_epoch)?;
                 let (diff_id, usize, gz) = tar.finish();
                 let inner = gz.finish().map_err(out_err())?;
                 let (digest, size, _) = inner.finish();
-                Ok(LayerInfo {
-                    diff_id,
-                    digest,
-                    size,
-                    uncompressed_size: usize,
-                    media_type: MediaType::ImageLayerGzip,
-                })
+                Ok(LayerInfo { diff_id, digest, size, uncompressed_size: usize, media_type: MediaType::ImageLayerGzip })
             }
         }
     }
@@ -594,13 +532,7 @@ impl Layer {
                 }
                 let mut path = parent.join(&b'/');
                 path.push(b'/');
-                let h = tarfmt::Header {
-                    path,
-                    typeflag: b'5',
-                    mode: 0o755,
-                    mtime,
-                    ..Default::default()
-                };
+                let h = tarfmt::Header { path, typeflag: b'5', mode: 0o755, mtime, ..Default::default() };
                 tarfmt::write_header(w, &h).map_err(out_err())?;
             }
             let e = &item.entry;
@@ -619,11 +551,7 @@ impl Layer {
                     h.path.push(b'/');
                     written_dirs.insert(comps.clone());
                 }
-                LayerEntryKind::File {
-                    source,
-                    size,
-                    inode,
-                } => {
+                LayerEntryKind::File { source, size, inode } => {
                     let key = inode.map(|(dev, ino)| (dev, ino, h.mode, e.uid, e.gid));
                     match key.and_then(|k| first_links.get(&k)) {
                         Some(first) => {
@@ -655,11 +583,7 @@ impl Layer {
                     }
                 }
                 LayerEntryKind::Fifo => h.typeflag = b'6',
-                LayerEntryKind::Device {
-                    block,
-                    major,
-                    minor,
-                } => {
+                LayerEntryKind::Device { block, major, minor } => {
                     h.typeflag = if *block { b'4' } else { b'3' };
                     h.devmajor = *major;
                     h.devminor = *minor;
@@ -685,12 +609,7 @@ impl Layer {
 }
 
 /// Copies exactly `size` bytes of `source` into `w`, failing if the file has another size.
-fn copy_file<W: Write>(
-    source: &Path,
-    size: u64,
-    w: &mut W,
-    buf: &mut [u8],
-) -> Result<(), LayerError> {
+fn copy_file<W: Write>(source: &Path, size: u64, w: &mut W, buf: &mut [u8]) -> Result<(), LayerError> {
     let mut file = File::options()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
@@ -709,11 +628,7 @@ fn copy_file<W: Write>(
         w.write_all(&buf[..n]).map_err(io_err(Path::new("")))?;
     }
     if total != size {
-        return Err(LayerError::SizeChanged {
-            path: source.to_path_buf(),
-            expected: size,
-            actual: total,
-        });
+        return Err(LayerError::SizeChanged { path: source.to_path_buf(), expected: size, actual: total });
     }
     Ok(())
 }
@@ -727,11 +642,7 @@ struct HashWriter<W> {
 
 impl<W: Write> HashWriter<W> {
     fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        Self { inner, hasher: Sha256::new(), count: 0 }
     }
 
     fn finish(self) -> (Digest, u64, W) {

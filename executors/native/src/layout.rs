@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use oci_spec::image::{
-    ANNOTATION_REF_NAME, Descriptor, Digest, DigestAlgorithm, History, ImageConfiguration,
-    ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, OciLayout,
-    OciLayoutBuilder, SCHEMA_VERSION,
+    ANNOTATION_REF_NAME, Descriptor, Digest, DigestAlgorithm, History, ImageConfiguration, ImageIndex,
+    ImageIndexBuilder, ImageManifest, ImageManifestBuilder, MediaType, OciLayout, OciLayoutBuilder, SCHEMA_VERSION,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -132,10 +131,7 @@ pub enum LayoutError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LayoutError + '_ {
-    move |source| LayoutError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| LayoutError::Io { path: path.to_path_buf(), source }
 }
 
 /// An `oci:PATH[:TAG]` reference to an image in a layout directory.
@@ -164,13 +160,8 @@ impl FromStr for OciRef {
     type Err = LayoutError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = |reason| LayoutError::InvalidReference {
-            reference: s.to_owned(),
-            reason,
-        };
-        let rest = s
-            .strip_prefix("oci:")
-            .ok_or_else(|| invalid("must start with `oci:`"))?;
+        let invalid = |reason| LayoutError::InvalidReference { reference: s.to_owned(), reason };
+        let rest = s.strip_prefix("oci:").ok_or_else(|| invalid("must start with `oci:`"))?;
         let (path, tag) = match rest.split_once(':') {
             Some((p, t)) => (p, Some(t)),
             None => (rest, None),
@@ -181,10 +172,7 @@ impl FromStr for OciRef {
         if let Some(tag) = tag {
             validate_tag(tag).map_err(invalid)?;
         }
-        Ok(Self {
-            path: PathBuf::from(path),
-            tag: tag.map(str::to_owned),
-        })
+        Ok(Self { path: PathBuf::from(path), tag: tag.map(str::to_owned) })
     }
 }
 
@@ -303,26 +291,15 @@ pub fn epoch_to_rfc3339(secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// Records a layer in a configuration: its `diff_id` goes to `rootfs.diff_ids` and `history`
 /// is appended (with `empty_layer` cleared).
 pub fn append_layer(config: &mut ImageConfiguration, layer: &LayerInfo, mut history: History) {
-    config
-        .rootfs_mut()
-        .diff_ids_mut()
-        .push(layer.diff_id.to_string());
+    config.rootfs_mut().diff_ids_mut().push(layer.diff_id.to_string());
     history.set_empty_layer(None);
-    config
-        .history_mut()
-        .get_or_insert_with(Vec::new)
-        .push(history);
+    config.history_mut().get_or_insert_with(Vec::new).push(history);
 }
 
 /// An image read from a layout.
@@ -371,19 +348,13 @@ impl OciDir {
     pub fn create(path: &Path) -> Result<Self, LayoutError> {
         let blobs = path.join("blobs").join("sha256");
         std::fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
-        let this = Self {
-            root: path.to_path_buf(),
-        };
+        let this = Self { root: path.to_path_buf() };
         let marker = path.join("oci-layout");
         if !marker.exists() {
             let layout: OciLayout = OciLayoutBuilder::default()
                 .image_layout_version("1.0.0")
                 .build()
-                .map_err(|source| LayoutError::Json {
-                    path: marker.clone(),
-                    what: "oci-layout",
-                    source,
-                })?;
+                .map_err(|source| LayoutError::Json { path: marker.clone(), what: "oci-layout", source })?;
             this.write_json(&marker, &layout)?;
         }
         if !path.join("index.json").exists() {
@@ -398,13 +369,9 @@ impl OciDir {
     /// [`LayoutError::NotALayout`] if `path/oci-layout` is missing.
     pub fn open(path: &Path) -> Result<Self, LayoutError> {
         if !path.join("oci-layout").is_file() {
-            return Err(LayoutError::NotALayout {
-                path: path.to_path_buf(),
-            });
+            return Err(LayoutError::NotALayout { path: path.to_path_buf() });
         }
-        Ok(Self {
-            root: path.to_path_buf(),
-        })
+        Ok(Self { root: path.to_path_buf() })
     }
 
     /// The layout directory.
@@ -418,9 +385,7 @@ impl OciDir {
     /// [`LayoutError::UnsupportedDigest`] for a digest that is not sha256.
     pub fn blob_path(&self, digest: &Digest) -> Result<PathBuf, LayoutError> {
         if *digest.algorithm() != DigestAlgorithm::Sha256 {
-            return Err(LayoutError::UnsupportedDigest {
-                digest: digest.to_string(),
-            });
+            return Err(LayoutError::UnsupportedDigest { digest: digest.to_string() });
         }
         // oci-spec guarantees 64 lowercase hex digits for sha256, so this stays in blobs/.
         Ok(self.root.join("blobs").join("sha256").join(digest.digest()))
@@ -430,11 +395,7 @@ impl OciDir {
     ///
     /// # Errors
     /// [`LayoutError::Io`] if it cannot be written.
-    pub fn write_blob(
-        &self,
-        media_type: MediaType,
-        bytes: &[u8],
-    ) -> Result<Descriptor, LayoutError> {
+    pub fn write_blob(&self, media_type: MediaType, bytes: &[u8]) -> Result<Descriptor, LayoutError> {
         let mut hasher = Sha256::new();
         hasher.update(bytes);
         let digest = sha256_digest(hasher);
@@ -449,24 +410,14 @@ impl OciDir {
     ///
     /// # Errors
     /// [`LayoutError::Layer`] if the layer cannot be written, [`LayoutError::Io`] otherwise.
-    pub fn write_layer(
-        &self,
-        layer: &Layer,
-        opts: &LayerOptions,
-    ) -> Result<LayerInfo, LayoutError> {
+    pub fn write_layer(&self, layer: &Layer, opts: &LayerOptions) -> Result<LayerInfo, LayoutError> {
         let dir = self.root.join("blobs").join("sha256");
         let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_err(&dir))?;
         let mut out = io::BufWriter::new(tmp);
         let info = layer.write(&mut out, opts)?;
-        let tmp = out.into_inner().map_err(|e| LayoutError::Io {
-            path: dir.clone(),
-            source: e.into_error(),
-        })?;
+        let tmp = out.into_inner().map_err(|e| LayoutError::Io { path: dir.clone(), source: e.into_error() })?;
         let path = self.blob_path(&info.digest)?;
-        tmp.persist(&path).map_err(|e| LayoutError::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
+        tmp.persist(&path).map_err(|e| LayoutError::Io { path: path.clone(), source: e.error })?;
         Ok(info)
     }
 
@@ -486,17 +437,12 @@ impl OciDir {
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, LayoutError> {
         let path = self.blob_path(digest)?;
         let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(io_err(&path))?;
+        File::open(&path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err(&path))?;
         let mut hasher = Sha256::new();
         hasher.update(&bytes);
         let actual = sha256_digest(hasher);
         if actual != *digest {
-            return Err(LayoutError::DigestMismatch {
-                expected: digest.to_string(),
-                actual: actual.to_string(),
-            });
+            return Err(LayoutError::DigestMismatch { expected: digest.to_string(), actual: actual.to_string() });
         }
         Ok(bytes)
     }
@@ -534,22 +480,14 @@ impl OciDir {
             .config(config_desc)
             .layers(layers.to_vec())
             .build()
-            .map_err(|source| LayoutError::Json {
-                path: self.root.clone(),
-                what: "image manifest",
-                source,
-            })?;
+            .map_err(|source| LayoutError::Json { path: self.root.clone(), what: "image manifest", source })?;
         let manifest_bytes = self.to_json("image manifest", &manifest)?;
         let desc = self.write_blob(MediaType::ImageManifest, &manifest_bytes)?;
         match tag {
             Some(tag) => self.tag(&desc, tag)?,
             None => {
                 let mut index = self.index()?;
-                if !index
-                    .manifests()
-                    .iter()
-                    .any(|d| d.digest() == desc.digest())
-                {
+                if !index.manifests().iter().any(|d| d.digest() == desc.digest()) {
                     let mut manifests = index.manifests().clone();
                     manifests.push(desc.clone());
                     index.set_manifests(manifests);
@@ -565,10 +503,7 @@ impl OciDir {
     /// # Errors
     /// [`LayoutError::InvalidReference`] for a malformed tag; I/O and JSON errors otherwise.
     pub fn tag(&self, manifest: &Descriptor, tag: &str) -> Result<(), LayoutError> {
-        validate_tag(tag).map_err(|reason| LayoutError::InvalidReference {
-            reference: tag.to_owned(),
-            reason,
-        })?;
+        validate_tag(tag).map_err(|reason| LayoutError::InvalidReference { reference: tag.to_owned(), reason })?;
         let mut index = self.index()?;
         let mut manifests = index.manifests().clone();
         manifests.retain(|d| ref_name(d) != Some(tag));
@@ -588,17 +523,11 @@ impl OciDir {
     /// [`LayoutError::TagNotFound`], [`LayoutError::Ambiguous`], [`LayoutError::NoPlatform`].
     pub fn resolve(&self, tag: Option<&str>) -> Result<Descriptor, LayoutError> {
         let index = self.index()?;
-        let found: Vec<&Descriptor> = index
-            .manifests()
-            .iter()
-            .filter(|d| tag.is_none() || ref_name(d) == tag)
-            .collect();
+        let found: Vec<&Descriptor> =
+            index.manifests().iter().filter(|d| tag.is_none() || ref_name(d) == tag).collect();
         let mut desc = match found.as_slice() {
             [] => {
-                return Err(LayoutError::TagNotFound {
-                    layout: self.root.clone(),
-                    tag: tag.map(str::to_owned),
-                });
+                return Err(LayoutError::TagNotFound { layout: self.root.clone(), tag: tag.map(str::to_owned) });
             }
             [one] => (*one).clone(),
             many => {
@@ -622,29 +551,26 @@ impl OciDir {
             }
             desc = self.pick_platform(&desc)?;
         }
-        Err(LayoutError::TooDeep {
-            layout: self.root.clone(),
-        })
+        Err(LayoutError::TooDeep { layout: self.root.clone() })
     }
 
     /// The entry of the index `desc` for this host's platform (linux, host architecture).
     fn pick_platform(&self, desc: &Descriptor) -> Result<Descriptor, LayoutError> {
         let path = self.blob_path(desc.digest())?;
         let bytes = self.read_blob(desc.digest())?;
-        let index =
-            ImageIndex::from_reader(bytes.as_slice()).map_err(|source| LayoutError::Json {
-                path,
-                what: "image index",
-                source,
-            })?;
+        let index = ImageIndex::from_reader(bytes.as_slice()).map_err(|source| LayoutError::Json {
+            path,
+            what: "image index",
+            source,
+        })?;
         let arch = host_arch();
         index
             .manifests()
             .iter()
             .find(|d| {
-                d.platform().as_ref().is_some_and(|p| {
-                    p.os().to_string() == "linux" && p.architecture().to_string() == arch
-                })
+                d.platform()
+                    .as_ref()
+                    .is_some_and(|p| p.os().to_string() == "linux" && p.architecture().to_string() == arch)
             })
             .cloned()
             .ok_or_else(|| LayoutError::NoPlatform {
@@ -705,18 +631,10 @@ impl OciDir {
         let descriptor = self.resolve(tag)?;
         let manifest = self.read_manifest(&descriptor)?;
         let config = self.read_config(&manifest)?;
-        Ok(Image {
-            descriptor,
-            manifest,
-            config,
-        })
+        Ok(Image { descriptor, manifest, config })
     }
 
-    fn to_json<T: serde::Serialize>(
-        &self,
-        what: &'static str,
-        value: &T,
-    ) -> Result<Vec<u8>, LayoutError> {
+    fn to_json<T: serde::Serialize>(&self, what: &'static str, value: &T) -> Result<Vec<u8>, LayoutError> {
         canonical_json(value).map_err(|e| LayoutError::Json {
             path: self.root.clone(),
             what,
@@ -738,19 +656,13 @@ impl OciDir {
         let dir = path.parent().unwrap_or(&self.root);
         let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
         tmp.write_all(bytes).map_err(io_err(path))?;
-        tmp.persist(path).map_err(|e| LayoutError::Io {
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
+        tmp.persist(path).map_err(|e| LayoutError::Io { path: path.to_path_buf(), source: e.error })?;
         Ok(())
     }
 }
 
 fn ref_name(d: &Descriptor) -> Option<&str> {
-    d.annotations()
-        .as_ref()
-        .and_then(|a: &HashMap<String, String>| a.get(ANNOTATION_REF_NAME))
-        .map(String::as_str)
+    d.annotations().as_ref().and_then(|a: &HashMap<String, String>| a.get(ANNOTATION_REF_NAME)).map(String::as_str)
 }
 
 fn empty_index() -> Result<ImageIndex, LayoutError> {
@@ -759,11 +671,7 @@ fn empty_index() -> Result<ImageIndex, LayoutError> {
         .media_type(MediaType::ImageIndex)
         .manifests(Vec::new())
         .build()
-        .map_err(|source| LayoutError::Json {
-            path: PathBuf::from("index.json"),
-            what: "image index",
-            source,
-        })
+        .map_err(|source| LayoutError::Json { path: PathBuf::from("index.json"), what: "image index", source })
 }
 
 /// The host architecture in OCI (Go `GOARCH`) spelling.

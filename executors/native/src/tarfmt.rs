@@ -145,10 +145,7 @@ fn encode_block(h: &Header, split: Option<(&[u8], &[u8])>) -> [u8; BLOCK] {
     put_octal(&mut b[100..108], u64::from(h.mode & 0o7777));
     put_octal(&mut b[108..116], h.uid.min(MAX_OCTAL_8));
     put_octal(&mut b[116..124], h.gid.min(MAX_OCTAL_8));
-    put_octal(
-        &mut b[124..136],
-        if h.size > MAX_OCTAL_12 { 0 } else { h.size },
-    );
+    put_octal(&mut b[124..136], if h.size > MAX_OCTAL_12 { 0 } else { h.size });
     put_octal(&mut b[136..148], h.mtime.min(MAX_OCTAL_12));
     b[156] = h.typeflag;
     let link = &h.linkname[..h.linkname.len().min(100)];
@@ -171,13 +168,7 @@ mod tests {
 
     #[test]
     fn pax_record_length_counts_itself() {
-        for (k, v) in [
-            ("path", 5usize),
-            ("path", 92),
-            ("path", 93),
-            ("path", 994),
-            ("path", 995),
-        ] {
+        for (k, v) in [("path", 5usize), ("path", 92), ("path", 93), ("path", 994), ("path", 995)] {
             let rec = pax_record(k, &vec![b'a'; v]);
             let text = String::from_utf8(rec.clone()).unwrap();
             let declared: usize = text.split(' ').next().unwrap().parse().unwrap();

@@ -79,10 +79,7 @@ impl Default for UnpackOptions {
     /// Both on when running as root, off otherwise.
     fn default() -> Self {
         let root = rustix::process::geteuid().is_root();
-        Self {
-            same_owner: root,
-            devices: root,
-        }
+        Self { same_owner: root, devices: root }
     }
 }
 
@@ -101,15 +98,8 @@ pub struct UnpackStats {
 ///
 /// # Errors
 /// See [`unpack_layer`]; also [`UnpackError::Archive`] if the file cannot be opened.
-pub fn unpack_layer_file(
-    path: &Path,
-    root: &Path,
-    opts: &UnpackOptions,
-) -> Result<UnpackStats, UnpackError> {
-    let file = File::open(path).map_err(|source| UnpackError::Archive {
-        entry: Some(path.to_path_buf()),
-        source,
-    })?;
+pub fn unpack_layer_file(path: &Path, root: &Path, opts: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
+    let file = File::open(path).map_err(|source| UnpackError::Archive { entry: Some(path.to_path_buf()), source })?;
     unpack_layer(file, root, opts)
 }
 
@@ -138,26 +128,12 @@ pub fn unpack_layer_file(
 /// [`UnpackError::Archive`] for a malformed archive, [`UnpackError::UnsafePath`] for a name or
 /// hardlink target climbing out of the root, [`UnpackError::Apply`] when a filesystem call
 /// fails. Entries applied before the error stay applied.
-pub fn unpack_layer<R: Read>(
-    layer: R,
-    root: &Path,
-    opts: &UnpackOptions,
-) -> Result<UnpackStats, UnpackError> {
+pub fn unpack_layer<R: Read>(layer: R, root: &Path, opts: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
     let mut reader = BufReader::with_capacity(64 * 1024, layer);
-    let head = reader.fill_buf().map_err(|source| UnpackError::Archive {
-        entry: None,
-        source,
-    })?;
+    let head = reader.fill_buf().map_err(|source| UnpackError::Archive { entry: None, source })?;
     let gzip = head.starts_with(&[0x1f, 0x8b]);
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| UnpackError::Root {
-        path: root.to_path_buf(),
-        source: e.into(),
-    })?;
+    let root_fd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| UnpackError::Root { path: root.to_path_buf(), source: e.into() })?;
     let mut unpacker = Unpacker {
         root: root_fd,
         opts: *opts,
@@ -200,24 +176,14 @@ fn normalize(path: &Path) -> Option<Vec<OsString>> {
 
 fn apply_err(entry: &Path, op: &'static str) -> impl FnOnce(rustix::io::Errno) -> UnpackError {
     let entry = entry.to_path_buf();
-    move |e| UnpackError::Apply {
-        entry,
-        op,
-        source: e.into(),
-    }
+    move |e| UnpackError::Apply { entry, op, source: e.into() }
 }
 
 impl Unpacker {
     fn run<R: Read>(&mut self, mut archive: tar::Archive<R>) -> Result<(), UnpackError> {
-        let entries = archive.entries().map_err(|source| UnpackError::Archive {
-            entry: None,
-            source,
-        })?;
+        let entries = archive.entries().map_err(|source| UnpackError::Archive { entry: None, source })?;
         for entry in entries {
-            let mut entry = entry.map_err(|source| UnpackError::Archive {
-                entry: None,
-                source,
-            })?;
+            let mut entry = entry.map_err(|source| UnpackError::Archive { entry: None, source })?;
             self.apply(&mut entry)?;
         }
         // Deepest first, so setting a parent's time is not undone by its children.
@@ -239,18 +205,9 @@ impl Unpacker {
     }
 
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), UnpackError> {
-        let name = entry
-            .path()
-            .map_err(|source| UnpackError::Archive {
-                entry: None,
-                source,
-            })?
-            .into_owned();
+        let name = entry.path().map_err(|source| UnpackError::Archive { entry: None, source })?.into_owned();
         let Some(components) = normalize(&name) else {
-            return Err(UnpackError::UnsafePath {
-                entry: name,
-                reason: "`..` leaves the root",
-            });
+            return Err(UnpackError::UnsafePath { entry: name, reason: "`..` leaves the root" });
         };
         let Some((file_name, parents)) = components.split_last() else {
             // The root itself ("./"): nothing to create.
@@ -286,8 +243,8 @@ impl Unpacker {
 
         match kind {
             tar::EntryType::Directory => {
-                let is_dir = lstat(pfd, file_name)
-                    .is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+                let is_dir =
+                    lstat(pfd, file_name).is_some_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
                 if !is_dir {
                     remove_all(pfd, file_name, &name)?;
                     rustix::fs::mkdirat(pfd, file_name, Mode::from_raw_mode(0o700))
@@ -301,8 +258,7 @@ impl Unpacker {
                 )
                 .map_err(apply_err(&name, "open directory"))?;
                 if let Some((uid, gid)) = owner {
-                    rustix::fs::fchown(&dir, Some(uid), Some(gid))
-                        .map_err(apply_err(&name, "chown"))?;
+                    rustix::fs::fchown(&dir, Some(uid), Some(gid)).map_err(apply_err(&name, "chown"))?;
                 }
                 rustix::fs::fchmod(&dir, mode).map_err(apply_err(&name, "chmod"))?;
                 self.dir_times.push((components.clone(), mtime));
@@ -312,22 +268,15 @@ impl Unpacker {
                 let fd = rustix::fs::openat(
                     pfd,
                     file_name,
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(apply_err(&name, "create file"))?;
                 let mut file = File::from(fd);
-                io::copy(entry, &mut file).map_err(|source| UnpackError::Archive {
-                    entry: Some(name.clone()),
-                    source,
-                })?;
+                io::copy(entry, &mut file)
+                    .map_err(|source| UnpackError::Archive { entry: Some(name.clone()), source })?;
                 if let Some((uid, gid)) = owner {
-                    rustix::fs::fchown(&file, Some(uid), Some(gid))
-                        .map_err(apply_err(&name, "chown"))?;
+                    rustix::fs::fchown(&file, Some(uid), Some(gid)).map_err(apply_err(&name, "chown"))?;
                 }
                 // After chown, which clears setuid bits.
                 rustix::fs::fchmod(&file, mode).map_err(apply_err(&name, "chmod"))?;
@@ -336,45 +285,26 @@ impl Unpacker {
             tar::EntryType::Symlink => {
                 let target = link_name(entry, &name)?;
                 remove_all(pfd, file_name, &name)?;
-                rustix::fs::symlinkat(target.as_os_str(), pfd, file_name)
-                    .map_err(apply_err(&name, "symlink"))?;
+                rustix::fs::symlinkat(target.as_os_str(), pfd, file_name).map_err(apply_err(&name, "symlink"))?;
                 if let Some((uid, gid)) = owner {
-                    rustix::fs::chownat(
-                        pfd,
-                        file_name,
-                        Some(uid),
-                        Some(gid),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(apply_err(&name, "chown"))?;
+                    rustix::fs::chownat(pfd, file_name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(apply_err(&name, "chown"))?;
                 }
                 set_times(pfd, file_name, mtime, &name)?;
             }
             tar::EntryType::Link => {
                 let target = link_name(entry, &name)?;
                 let Some(target_components) = normalize(&target) else {
-                    return Err(UnpackError::UnsafePath {
-                        entry: name,
-                        reason: "hardlink target leaves the root",
-                    });
+                    return Err(UnpackError::UnsafePath { entry: name, reason: "hardlink target leaves the root" });
                 };
                 let Some((target_name, target_parents)) = target_components.split_last() else {
-                    return Err(UnpackError::UnsafePath {
-                        entry: name,
-                        reason: "hardlink to the root",
-                    });
+                    return Err(UnpackError::UnsafePath { entry: name, reason: "hardlink to the root" });
                 };
                 let target_dir = self.resolve_dir(target_parents, false, &name)?;
                 remove_all(pfd, file_name, &name)?;
                 // Flags 0: a symlink target is linked itself, never followed.
-                rustix::fs::linkat(
-                    target_dir.as_fd(),
-                    target_name,
-                    pfd,
-                    file_name,
-                    AtFlags::empty(),
-                )
-                .map_err(apply_err(&name, "hardlink"))?;
+                rustix::fs::linkat(target_dir.as_fd(), target_name, pfd, file_name, AtFlags::empty())
+                    .map_err(apply_err(&name, "hardlink"))?;
             }
             tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block => {
                 let (ft, is_device) = match kind {
@@ -392,20 +322,12 @@ impl Unpacker {
                     header.device_minor().ok().flatten().unwrap_or(0),
                 );
                 remove_all(pfd, file_name, &name)?;
-                rustix::fs::mknodat(pfd, file_name, ft, mode, dev)
-                    .map_err(apply_err(&name, "mknod"))?;
+                rustix::fs::mknodat(pfd, file_name, ft, mode, dev).map_err(apply_err(&name, "mknod"))?;
                 if let Some((uid, gid)) = owner {
-                    rustix::fs::chownat(
-                        pfd,
-                        file_name,
-                        Some(uid),
-                        Some(gid),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )
-                    .map_err(apply_err(&name, "chown"))?;
+                    rustix::fs::chownat(pfd, file_name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(apply_err(&name, "chown"))?;
                 }
-                rustix::fs::chmodat(pfd, file_name, mode, AtFlags::empty())
-                    .map_err(apply_err(&name, "chmod"))?;
+                rustix::fs::chmodat(pfd, file_name, mode, AtFlags::empty()).map_err(apply_err(&name, "chmod"))?;
                 set_times(pfd, file_name, mtime, &name)?;
             }
             other => {
@@ -442,21 +364,13 @@ impl Unpacker {
         }
         let uid = u32::try_from(uid).ok()?;
         let gid = u32::try_from(gid).ok()?;
-        Some((
-            rustix::fs::Uid::from_raw(uid),
-            rustix::fs::Gid::from_raw(gid),
-        ))
+        Some((rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid)))
     }
 
     /// Opens the directory at `components`, resolved inside the root like a chroot would:
     /// symlinks are followed by hand (absolute targets restart at the root, `..` stops at the
     /// root). Missing directories are created (0755) when `create` is set.
-    fn resolve_dir(
-        &self,
-        components: &[OsString],
-        create: bool,
-        entry: &Path,
-    ) -> Result<OwnedFd, UnpackError> {
+    fn resolve_dir(&self, components: &[OsString], create: bool, entry: &Path) -> Result<OwnedFd, UnpackError> {
         let mut stack: Vec<OwnedFd> = Vec::new();
         let mut queue: VecDeque<OsString> = components.iter().cloned().collect();
         let mut links = 0usize;
@@ -493,8 +407,8 @@ impl Unpacker {
                     if links > MAX_SYMLINKS {
                         return Err(apply_err(entry, "resolve parent")(rustix::io::Errno::LOOP));
                     }
-                    let target = rustix::fs::readlinkat(cur, c.as_os_str(), Vec::new())
-                        .map_err(apply_err(entry, "readlink"))?;
+                    let target =
+                        rustix::fs::readlinkat(cur, c.as_os_str(), Vec::new()).map_err(apply_err(entry, "readlink"))?;
                     let target = PathBuf::from(OsStr::from_bytes(target.to_bytes()));
                     if target.is_absolute() {
                         stack.clear();
@@ -508,9 +422,7 @@ impl Unpacker {
                     }
                 }
                 _ => {
-                    return Err(apply_err(entry, "parent is not a directory")(
-                        rustix::io::Errno::NOTDIR,
-                    ));
+                    return Err(apply_err(entry, "parent is not a directory")(rustix::io::Errno::NOTDIR));
                 }
             }
         }
@@ -518,25 +430,15 @@ impl Unpacker {
         match top {
             Some(fd) => {
                 // O_PATH descriptors cannot list or write; reopen the directory itself.
-                rustix::fs::openat(
-                    &fd,
-                    ".",
-                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(apply_err(entry, "open parent directory"))
+                rustix::fs::openat(&fd, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(apply_err(entry, "open parent directory"))
             }
             None => rustix::io::dup(&self.root).map_err(apply_err(entry, "dup root")),
         }
     }
 
     /// Removes the children of `dir` that this layer did not write (opaque whiteout).
-    fn clear_lower(
-        &self,
-        dir: BorrowedFd<'_>,
-        dir_components: &[OsString],
-        entry: &Path,
-    ) -> Result<(), UnpackError> {
+    fn clear_lower(&self, dir: BorrowedFd<'_>, dir_components: &[OsString], entry: &Path) -> Result<(), UnpackError> {
         let names = list_dir(dir, entry)?;
         for child in names {
             let mut full = dir_components.to_vec();
@@ -556,10 +458,7 @@ fn link_name<R: Read>(entry: &tar::Entry<'_, R>, name: &Path) -> Result<PathBuf,
             entry: Some(name.to_path_buf()),
             source: io::Error::new(io::ErrorKind::InvalidData, "link without a target"),
         }),
-        Err(source) => Err(UnpackError::Archive {
-            entry: Some(name.to_path_buf()),
-            source,
-        }),
+        Err(source) => Err(UnpackError::Archive { entry: Some(name.to_path_buf()), source }),
     }
 }
 
@@ -567,22 +466,10 @@ fn lstat(dir: BorrowedFd<'_>, name: &OsStr) -> Option<rustix::fs::Stat> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()
 }
 
-fn set_times(
-    dir: BorrowedFd<'_>,
-    name: &OsStr,
-    mtime: i64,
-    entry: &Path,
-) -> Result<(), UnpackError> {
-    let t = Timespec {
-        tv_sec: mtime,
-        tv_nsec: 0,
-    };
-    let times = Timestamps {
-        last_access: t,
-        last_modification: t,
-    };
-    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
-        .map_err(apply_err(entry, "set times"))
+fn set_times(dir: BorrowedFd<'_>, name: &OsStr, mtime: i64, entry: &Path) -> Result<(), UnpackError> {
+    let t = Timespec { tv_sec: mtime, tv_nsec: 0 };
+    let times = Timestamps { last_access: t, last_modification: t };
+    rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(apply_err(entry, "set times"))
 }
 
 fn list_dir(dir: BorrowedFd<'_>, entry: &Path) -> Result<Vec<OsString>, UnpackError> {
@@ -605,8 +492,7 @@ fn remove_all(parent: BorrowedFd<'_>, name: &OsStr, entry: &Path) -> Result<(), 
         return Ok(());
     };
     if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-        return rustix::fs::unlinkat(parent, name, AtFlags::empty())
-            .map_err(apply_err(entry, "remove"));
+        return rustix::fs::unlinkat(parent, name, AtFlags::empty()).map_err(apply_err(entry, "remove"));
     }
     let open_dir = |at: BorrowedFd<'_>, n: &OsStr| {
         rustix::fs::openat(

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nullspace_native::layer::{
-    Change, Chown, Compression, CopyOptions, Layer, LayerEntry, LayerEntryKind, LayerInfo,
-    LayerOptions,
+    Change, Chown, Compression, CopyOptions, Layer, LayerEntry, LayerEntryKind, LayerInfo, LayerOptions,
 };
 use sha2::{Digest, Sha256};
 
@@ -30,14 +29,7 @@ fn make_context(dir: &Path) {
 
 fn build(ctx: &Path, opts: &LayerOptions) -> (LayerInfo, Vec<u8>) {
     let mut layer = Layer::new();
-    let copy = CopyOptions {
-        dest: "/app".into(),
-        chown: Some(Chown {
-            uid: 1000,
-            gid: 1000,
-        }),
-        chmod: None,
-    };
+    let copy = CopyOptions { dest: "/app".into(), chown: Some(Chown { uid: 1000, gid: 1000 }), chmod: None };
     layer.add_copy(ctx, &walk::walk(ctx), &copy).unwrap();
     let mut blob = Vec::new();
     let info = layer.write(&mut blob, opts).unwrap();
@@ -46,9 +38,7 @@ fn build(ctx: &Path, opts: &LayerOptions) -> (LayerInfo, Vec<u8>) {
 
 fn gunzip(blob: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(blob)
-        .read_to_end(&mut out)
-        .unwrap();
+    flate2::read::GzDecoder::new(blob).read_to_end(&mut out).unwrap();
     out
 }
 
@@ -79,21 +69,13 @@ fn read_tar(tar_bytes: &[u8]) -> Vec<Seen> {
         let mut content = Vec::new();
         e.read_to_end(&mut content).unwrap();
         out.push(Seen {
-            path: e
-                .path()
-                .unwrap()
-                .to_string_lossy()
-                .trim_end_matches('/')
-                .to_owned(),
+            path: e.path().unwrap().to_string_lossy().trim_end_matches('/').to_owned(),
             kind: h.entry_type(),
             mode: h.mode().unwrap(),
             uid: h.uid().unwrap(),
             gid: h.gid().unwrap(),
             mtime: h.mtime().unwrap(),
-            link: e
-                .link_name()
-                .unwrap()
-                .map(|l| l.to_string_lossy().into_owned()),
+            link: e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned()),
             uname: h.username_bytes().unwrap_or_default().to_vec(),
             content,
         });
@@ -105,10 +87,7 @@ fn read_tar(tar_bytes: &[u8]) -> Vec<Seen> {
 fn copy_layer_has_expected_entries_digests_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
     make_context(dir.path());
-    let opts = LayerOptions {
-        source_date_epoch: 1_700_000_000,
-        ..LayerOptions::default()
-    };
+    let opts = LayerOptions { source_date_epoch: 1_700_000_000, ..LayerOptions::default() };
     let (info, blob) = build(dir.path(), &opts);
 
     // Digests and sizes match the bytes, computed independently here.
@@ -161,19 +140,10 @@ fn chmod_applies_to_files_and_dirs_but_not_symlinks() {
     let dir = tempfile::tempdir().unwrap();
     make_context(dir.path());
     let mut layer = Layer::new();
-    let copy = CopyOptions {
-        dest: "etc/app".into(),
-        chown: None,
-        chmod: Some(0o640),
-    };
-    layer
-        .add_copy(dir.path(), &walk::walk(dir.path()), &copy)
-        .unwrap();
+    let copy = CopyOptions { dest: "etc/app".into(), chown: None, chmod: Some(0o640) };
+    layer.add_copy(dir.path(), &walk::walk(dir.path()), &copy).unwrap();
     let mut blob = Vec::new();
-    let opts = LayerOptions {
-        compression: Compression::None,
-        ..LayerOptions::default()
-    };
+    let opts = LayerOptions { compression: Compression::None, ..LayerOptions::default() };
     let info = layer.write(&mut blob, &opts).unwrap();
     assert_eq!(info.digest, info.diff_id);
     let seen = read_tar(&blob);
@@ -219,22 +189,12 @@ fn mtime_change_keeps_digest_and_mode_change_changes_it() {
     let (after_mtime, _) = build(dir.path(), &opts);
     assert_eq!(before.diff_id, after_mtime.diff_id);
     assert_eq!(before.digest, after_mtime.digest);
-    std::fs::set_permissions(
-        dir.path().join("secret"),
-        std::fs::Permissions::from_mode(0o640),
-    )
-    .unwrap();
+    std::fs::set_permissions(dir.path().join("secret"), std::fs::Permissions::from_mode(0o640)).unwrap();
     let (after_mode, _) = build(dir.path(), &opts);
     assert_ne!(before.diff_id, after_mode.diff_id);
     assert_ne!(before.digest, after_mode.digest);
     // SOURCE_DATE_EPOCH is part of the content.
-    let (later, _) = build(
-        dir.path(),
-        &LayerOptions {
-            source_date_epoch: 1,
-            ..opts
-        },
-    );
+    let (later, _) = build(dir.path(), &LayerOptions { source_date_epoch: 1, ..opts });
     assert_ne!(later.diff_id, after_mode.diff_id);
 }
 
@@ -279,11 +239,7 @@ fn diff_layer_writes_whiteouts_before_siblings_and_keeps_owners() {
     );
     let by = |p: &str| seen.iter().find(|s| s.path == p).unwrap();
     assert_eq!((by("etc/zz").uid, by("etc/zz").gid), (1000, 1001));
-    assert_eq!(
-        by("var").mode,
-        0o750,
-        "parents keep their metadata from the root"
-    );
+    assert_eq!(by("var").mode, 0o750, "parents keep their metadata from the root");
     assert_eq!(by("etc/.wh.b").kind, tar::EntryType::Regular);
     assert!(by("etc/.wh.b").content.is_empty());
 }
@@ -295,9 +251,7 @@ fn diff_layer_refuses_symlinked_parents() {
     std::fs::write(outside.path().join("host-secret"), "x").unwrap();
     std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
     let mut layer = Layer::new();
-    let err = layer
-        .add_changes(root.path(), &[Change::Write("escape/host-secret".into())])
-        .unwrap_err();
+    let err = layer.add_changes(root.path(), &[Change::Write("escape/host-secret".into())]).unwrap_err();
     assert!(err.to_string().contains("not a directory"), "{err}");
 }
 
@@ -305,63 +259,29 @@ fn diff_layer_refuses_symlinked_parents() {
 fn long_and_non_ascii_paths_use_pax_and_are_read_back_by_gnu_tar() {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("data"), "d").unwrap();
-    let long: PathBuf = (0..12)
-        .map(|i| format!("directory-number-{i:02}"))
-        .collect();
+    let long: PathBuf = (0..12).map(|i| format!("directory-number-{i:02}")).collect();
     let long_link = "t".repeat(150);
     let mut layer = Layer::new();
     for (path, kind) in [
-        (
-            long.join("file.txt"),
-            LayerEntryKind::File {
-                source: src.path().join("data"),
-                size: 1,
-                inode: None,
-            },
-        ),
-        (
-            PathBuf::from("café/naïve"),
-            LayerEntryKind::Symlink {
-                target: long_link.clone().into(),
-            },
-        ),
+        (long.join("file.txt"), LayerEntryKind::File { source: src.path().join("data"), size: 1, inode: None }),
+        (PathBuf::from("café/naïve"), LayerEntryKind::Symlink { target: long_link.clone().into() }),
     ] {
-        layer
-            .insert(LayerEntry {
-                path,
-                kind,
-                mode: 0o644,
-                uid: 3_000_000,
-                gid: 7,
-            })
-            .unwrap();
+        layer.insert(LayerEntry { path, kind, mode: 0o644, uid: 3_000_000, gid: 7 }).unwrap();
     }
     let out = tempfile::tempdir().unwrap();
     let tar_path = out.path().join("layer.tar");
-    let opts = LayerOptions {
-        compression: Compression::None,
-        ..LayerOptions::default()
-    };
-    layer
-        .write(std::fs::File::create(&tar_path).unwrap(), &opts)
-        .unwrap();
+    let opts = LayerOptions { compression: Compression::None, ..LayerOptions::default() };
+    layer.write(std::fs::File::create(&tar_path).unwrap(), &opts).unwrap();
     let listing = Command::new("tar")
         .args(["--numeric-owner", "-tvf"])
         .arg(&tar_path)
         .output()
         .expect("GNU tar must be installed");
-    assert!(
-        listing.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listing.stderr)
-    );
+    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
     let text = String::from_utf8_lossy(&listing.stdout);
     let expected_file = format!("{}/file.txt", long.display());
     assert!(text.contains(&expected_file), "{text}");
-    assert!(
-        text.contains(&format!("café/naïve -> {long_link}")),
-        "{text}"
-    );
+    assert!(text.contains(&format!("café/naïve -> {long_link}")), "{text}");
     assert!(text.contains("3000000/7"), "{text}");
     // Every entry of the long path has its parent directory.
     let dirs = text.lines().filter(|l| l.starts_with('d')).count();
@@ -371,32 +291,16 @@ fn long_and_non_ascii_paths_use_pax_and_are_read_back_by_gnu_tar() {
 #[test]
 fn invalid_paths_are_refused() {
     let mut layer = Layer::new();
-    let entry = |p: &str| LayerEntry {
-        path: p.into(),
-        kind: LayerEntryKind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-    };
+    let entry = |p: &str| LayerEntry { path: p.into(), kind: LayerEntryKind::Dir, mode: 0o755, uid: 0, gid: 0 };
     assert!(layer.insert(entry("a/../../b")).is_err());
     assert!(layer.insert(entry("/")).is_err());
-    let link = LayerEntry {
-        kind: LayerEntryKind::Hardlink {
-            target: "../x".into(),
-        },
-        ..entry("a")
-    };
+    let link = LayerEntry { kind: LayerEntryKind::Hardlink { target: "../x".into() }, ..entry("a") };
     assert!(layer.insert(link).is_err());
     assert!(layer.is_empty());
     // A hardlink to a path that is not (yet) a file of the layer cannot be written.
-    let dangling = LayerEntry {
-        kind: LayerEntryKind::Hardlink { target: "z".into() },
-        ..entry("a")
-    };
+    let dangling = LayerEntry { kind: LayerEntryKind::Hardlink { target: "z".into() }, ..entry("a") };
     layer.insert(dangling).unwrap();
-    let err = layer
-        .write(std::io::sink(), &LayerOptions::default())
-        .unwrap_err();
+    let err = layer.write(std::io::sink(), &LayerOptions::default()).unwrap_err();
     assert!(err.to_string().contains("hardlink target"), "{err}");
 }
 
@@ -408,25 +312,18 @@ fn a_file_that_changed_size_fails_the_write() {
     layer
         .insert(LayerEntry {
             path: "f".into(),
-            kind: LayerEntryKind::File {
-                source: dir.path().join("f"),
-                size: 3,
-                inode: None,
-            },
+            kind: LayerEntryKind::File { source: dir.path().join("f"), size: 3, inode: None },
             mode: 0o644,
             uid: 0,
             gid: 0,
         })
         .unwrap();
-    let err = layer
-        .write(std::io::sink(), &LayerOptions::default())
-        .unwrap_err();
+    let err = layer.write(std::io::sink(), &LayerOptions::default()).unwrap_err();
     assert!(err.to_string().contains("expected 3 bytes"), "{err}");
 }
 
 /// Sets a file's mtime (to prove mtimes do not matter).
 fn set_mtime(path: &Path, secs: u64) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
-        .unwrap();
+    f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs)).unwrap();
 }

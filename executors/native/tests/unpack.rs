@@ -23,11 +23,7 @@ fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
         h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
         h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
         h.set_entry_type(*kind);
-        h.set_mode(if *kind == tar::EntryType::Directory {
-            0o755
-        } else {
-            0o644
-        });
+        h.set_mode(if *kind == tar::EntryType::Directory { 0o755 } else { 0o644 });
         h.set_size(data.len() as u64);
         if *kind == tar::EntryType::Char {
             h.set_device_major(1).unwrap();
@@ -55,12 +51,7 @@ fn sandbox() -> Sandbox {
     std::fs::create_dir(&root).unwrap();
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("hostfile"), "host").unwrap();
-    Sandbox {
-        _dir: dir,
-        base,
-        root,
-        host,
-    }
+    Sandbox { _dir: dir, base, root, host }
 }
 
 impl Sandbox {
@@ -71,16 +62,11 @@ impl Sandbox {
     /// Asserts nothing outside `root` changed: `base` holds only `root` and `host`, and `host`
     /// holds only the untouched `hostfile` with one link.
     fn assert_outside_untouched(&self) {
-        let mut names: Vec<_> = std::fs::read_dir(&self.base)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut names: Vec<_> =
+            std::fs::read_dir(&self.base).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, ["host", "root"]);
-        let host: Vec<_> = std::fs::read_dir(&self.host)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let host: Vec<_> = std::fs::read_dir(&self.host).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(host, ["hostfile"]);
         assert_eq!(std::fs::read(self.host.join("hostfile")).unwrap(), b"host");
         assert_eq!(self.host.join("hostfile").metadata().unwrap().nlink(), 1);
@@ -98,13 +84,8 @@ use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
 fn dotdot_names_are_refused() {
     for name in ["../escape.txt", "a/../../escape.txt", "./../host/hostfile"] {
         let sb = sandbox();
-        let err = sb
-            .unpack(&raw_tar(&[Raw(name, F, "", b"evil")]))
-            .unwrap_err();
-        assert!(
-            matches!(err, UnpackError::UnsafePath { .. }),
-            "{name}: {err}"
-        );
+        let err = sb.unpack(&raw_tar(&[Raw(name, F, "", b"evil")])).unwrap_err();
+        assert!(matches!(err, UnpackError::UnsafePath { .. }), "{name}: {err}");
         sb.assert_outside_untouched();
     }
 }
@@ -113,10 +94,7 @@ fn dotdot_names_are_refused() {
 fn absolute_names_land_inside_the_root() {
     let sb = sandbox();
     let abs_host_file = sb.host.join("hostfile");
-    let tar = raw_tar(&[
-        Raw("/abs.txt", F, "", b"a"),
-        Raw(abs_host_file.to_str().unwrap(), F, "", b"evil"),
-    ]);
+    let tar = raw_tar(&[Raw("/abs.txt", F, "", b"a"), Raw(abs_host_file.to_str().unwrap(), F, "", b"evil")]);
     sb.unpack(&tar).unwrap();
     assert_eq!(std::fs::read(sb.root.join("abs.txt")).unwrap(), b"a");
     assert_eq!(std::fs::read(sb.inside(&abs_host_file)).unwrap(), b"evil");
@@ -141,17 +119,11 @@ fn symlinked_parents_are_resolved_inside_the_root() {
     ]);
     sb.unpack(&tar).unwrap();
     sb.assert_outside_untouched();
-    assert_eq!(
-        std::fs::read(sb.inside(&sb.host).join("pwned.txt")).unwrap(),
-        b"1"
-    );
+    assert_eq!(std::fs::read(sb.inside(&sb.host).join("pwned.txt")).unwrap(), b"1");
     assert_eq!(std::fs::read(sb.root.join("pwned2.txt")).unwrap(), b"2");
     // rel -> root, so rel/host/hostfile and dir/up/host/hostfile are root/host/hostfile.
     assert_eq!(std::fs::read(sb.root.join("host/hostfile")).unwrap(), b"4");
-    assert_eq!(
-        std::fs::read(sb.inside(&sb.host).join("hostfile")).unwrap(),
-        b"5"
-    );
+    assert_eq!(std::fs::read(sb.inside(&sb.host).join("hostfile")).unwrap(), b"5");
 }
 
 #[test]
@@ -175,33 +147,23 @@ fn a_symlink_final_component_is_replaced_not_followed() {
 #[test]
 fn hardlinks_cannot_reach_outside() {
     let sb = sandbox();
-    let err = sb
-        .unpack(&raw_tar(&[Raw("hl", H, "../host/hostfile", b"")]))
-        .unwrap_err();
+    let err = sb.unpack(&raw_tar(&[Raw("hl", H, "../host/hostfile", b"")])).unwrap_err();
     assert!(matches!(err, UnpackError::UnsafePath { .. }), "{err}");
     sb.assert_outside_untouched();
 
     let abs = sb.host.join("hostfile");
-    let err = sb
-        .unpack(&raw_tar(&[Raw("hl", H, abs.to_str().unwrap(), b"")]))
-        .unwrap_err();
+    let err = sb.unpack(&raw_tar(&[Raw("hl", H, abs.to_str().unwrap(), b"")])).unwrap_err();
     assert!(matches!(err, UnpackError::Apply { .. }), "{err}");
     sb.assert_outside_untouched();
 
-    let tar = raw_tar(&[
-        Raw("sl", S, sb.host.to_str().unwrap(), b""),
-        Raw("hl", H, "sl/hostfile", b""),
-    ]);
+    let tar = raw_tar(&[Raw("sl", S, sb.host.to_str().unwrap(), b""), Raw("hl", H, "sl/hostfile", b"")]);
     let err = sb.unpack(&tar).unwrap_err();
     assert!(matches!(err, UnpackError::Apply { .. }), "{err}");
     sb.assert_outside_untouched();
     assert!(!sb.root.join("hl").exists());
 
     // A hardlink to a symlink links the symlink itself, never its (outside) target.
-    let tar = raw_tar(&[
-        Raw("ln", S, abs.to_str().unwrap(), b""),
-        Raw("hl2", H, "ln", b""),
-    ]);
+    let tar = raw_tar(&[Raw("ln", S, abs.to_str().unwrap(), b""), Raw("hl2", H, "ln", b"")]);
     sb.unpack(&tar).unwrap();
     assert!(sb.root.join("hl2").symlink_metadata().unwrap().is_symlink());
     sb.assert_outside_untouched();
@@ -267,18 +229,7 @@ fn whiteouts_and_opaque_dirs_apply_to_lower_layers_only() {
     assert_eq!(stats.whiteouts, 3);
     let snap = snapshot::snapshot(&sb.root);
     let paths: Vec<_> = snap.keys().map(|p| p.to_str().unwrap()).collect();
-    assert_eq!(
-        paths,
-        [
-            "etc",
-            "etc/a",
-            "keep",
-            "keep/k",
-            "var",
-            "var/cache",
-            "var/cache/new"
-        ]
-    );
+    assert_eq!(paths, ["etc", "etc/a", "keep", "keep/k", "var", "var/cache", "var/cache/new"]);
     sb.assert_outside_untouched();
 }
 
@@ -286,17 +237,11 @@ fn whiteouts_and_opaque_dirs_apply_to_lower_layers_only() {
 fn device_nodes_only_when_allowed() {
     let sb = sandbox();
     let tar = raw_tar(&[Raw("dev/null2", tar::EntryType::Char, "", b"")]);
-    let no_dev = UnpackOptions {
-        same_owner: false,
-        devices: false,
-    };
+    let no_dev = UnpackOptions { same_owner: false, devices: false };
     let stats = unpack_layer(tar.as_slice(), &sb.root, &no_dev).unwrap();
     assert_eq!(stats.skipped, 1);
     assert!(!sb.root.join("dev/null2").exists());
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test must run as root to check device creation"
-    );
+    assert!(rustix::process::geteuid().is_root(), "this test must run as root to check device creation");
     sb.unpack(&tar).unwrap();
     let meta = sb.root.join("dev/null2").symlink_metadata().unwrap();
     assert!(meta.file_type().is_char_device());
@@ -314,22 +259,10 @@ fn our_layers_round_trip() {
     std::fs::hard_link(c.join("x"), c.join("y")).unwrap();
     std::os::unix::fs::symlink("/nowhere", c.join("s")).unwrap();
     let mut layer = Layer::new();
-    let copy = CopyOptions {
-        dest: "/opt".into(),
-        chown: Some(Chown { uid: 5, gid: 6 }),
-        chmod: None,
-    };
+    let copy = CopyOptions { dest: "/opt".into(), chown: Some(Chown { uid: 5, gid: 6 }), chmod: None };
     layer.add_copy(c, &walk::walk(c), &copy).unwrap();
     let mut blob = Vec::new();
-    layer
-        .write(
-            &mut blob,
-            &LayerOptions {
-                source_date_epoch: 86_400,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    layer.write(&mut blob, &LayerOptions { source_date_epoch: 86_400, ..Default::default() }).unwrap();
     let sb = sandbox();
     sb.unpack(&blob).unwrap();
     let got = snapshot::snapshot(&sb.root.join("opt"));

@@ -35,16 +35,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Node> {
             } else {
                 ("other", Vec::new())
             };
-            out.insert(
-                path,
-                Node {
-                    kind,
-                    mode: meta.mode() & 0o7777,
-                    uid: meta.uid(),
-                    gid: meta.gid(),
-                    content,
-                },
-            );
+            out.insert(path, Node { kind, mode: meta.mode() & 0o7777, uid: meta.uid(), gid: meta.gid(), content });
         }
     }
     out

@@ -18,9 +18,7 @@ pub fn walk(root: &Path) -> Vec<Entry> {
                 stack.push(path.clone());
                 EntryKind::Dir
             } else if meta.file_type().is_symlink() {
-                EntryKind::Symlink {
-                    target: std::fs::read_link(item.path()).unwrap(),
-                }
+                EntryKind::Symlink { target: std::fs::read_link(item.path()).unwrap() }
             } else {
                 EntryKind::File
             };

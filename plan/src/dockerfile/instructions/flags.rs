@@ -57,17 +57,9 @@ impl Flags {
 
 /// Parses `args` (the node's flags) against `defs`, like `BFlags.Parse`: stops at `--`, refuses
 /// unknown and repeated flags, checks bool values and requires `=value` for string flags.
-pub(super) fn parse_flags(
-    args: &[String],
-    defs: &[(&'static str, FlagType)],
-) -> Result<Flags, String> {
-    let mut flags = Flags {
-        values: defs
-            .iter()
-            .map(|&(name, ty)| (name, ty, None, Vec::new()))
-            .collect(),
-        used: Vec::new(),
-    };
+pub(super) fn parse_flags(args: &[String], defs: &[(&'static str, FlagType)]) -> Result<Flags, String> {
+    let mut flags =
+        Flags { values: defs.iter().map(|&(name, ty)| (name, ty, None, Vec::new())).collect(), used: Vec::new() };
     for arg in args {
         if arg == "--" {
             break;
@@ -82,12 +74,7 @@ pub(super) fn parse_flags(
         let flag_name = format!("--{name}");
         let Some(slot) = flags.values.iter_mut().find(|v| v.0 == name) else {
             let options: Vec<&str> = defs.iter().map(|d| d.0).collect();
-            return Err(suggest(
-                format!("unknown flag: {flag_name}"),
-                name,
-                &options,
-                true,
-            ));
+            return Err(suggest(format!("unknown flag: {flag_name}"), name, &options, true));
         };
         let already = flags.used.iter().any(|u| u == name);
         if already && slot.1 != FlagType::Strings {

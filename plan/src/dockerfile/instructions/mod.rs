@@ -135,9 +135,7 @@ impl InstructionKind {
 
     /// The instruction a keyword names, case-insensitively.
     pub fn from_keyword(keyword: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str().eq_ignore_ascii_case(keyword))
+        Self::ALL.into_iter().find(|k| k.as_str().eq_ignore_ascii_case(keyword))
     }
 }
 
@@ -589,25 +587,12 @@ pub struct Parsed {
 }
 
 /// Appends BuildKit's `(did you mean X?)` when an option is within edit distance 2.
-pub(crate) fn suggest(
-    message: String,
-    value: &str,
-    options: &[&str],
-    case_sensitive: bool,
-) -> String {
-    let val = if case_sensitive {
-        value.to_owned()
-    } else {
-        value.to_lowercase()
-    };
+pub(crate) fn suggest(message: String, value: &str, options: &[&str], case_sensitive: bool) -> String {
+    let val = if case_sensitive { value.to_owned() } else { value.to_lowercase() };
     let mut best: Option<String> = None;
     let mut min = 3;
     for opt in options {
-        let o = if case_sensitive {
-            (*opt).to_owned()
-        } else {
-            opt.to_lowercase()
-        };
+        let o = if case_sensitive { (*opt).to_owned() } else { opt.to_lowercase() };
         if o == val {
             return message;
         }
@@ -671,9 +656,7 @@ fn flag_err(message: String) -> Fail {
 }
 
 fn no_flags(req: &Request<'_>) -> Result<(), Fail> {
-    parse_flags(&req.node.flags, &[])
-        .map(|_| ())
-        .map_err(flag_err)
+    parse_flags(&req.node.flags, &[]).map(|_| ()).map_err(flag_err)
 }
 
 /// A doc comment `name description` among the comments above.
@@ -682,9 +665,7 @@ fn doc_comment(comments: &[String], name: &str) -> Option<String> {
         return None;
     }
     let prefix = format!("{name} ");
-    comments
-        .iter()
-        .find_map(|c| c.strip_prefix(&prefix).map(str::to_owned))
+    comments.iter().find_map(|c| c.strip_prefix(&prefix).map(str::to_owned))
 }
 
 enum Parsed1 {
@@ -737,22 +718,13 @@ pub fn parse(ast: &Node) -> Parsed {
 }
 
 fn error_at(node: &Node, kind: InstructionErrorKind, message: String) -> InstructionError {
-    InstructionError {
-        line: node.start_line,
-        end_line: node.end_line,
-        instruction: node.value.clone(),
-        message,
-        kind,
-    }
+    InstructionError { line: node.start_line, end_line: node.end_line, instruction: node.value.clone(), message, kind }
 }
 
 fn meta_of(node: &Node) -> CommandMeta {
     CommandMeta {
         keyword: node.value.clone(),
-        location: Location {
-            start_line: node.start_line,
-            end_line: node.end_line,
-        },
+        location: Location { start_line: node.start_line, end_line: node.end_line },
         source: node.original.trim_matches(char::is_whitespace).to_owned(),
         comments: node.prev_comment.clone(),
         json: node.json,
@@ -774,42 +746,24 @@ fn fallback_stage(node: &Node) -> Stage {
 }
 
 fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
-    let req = Request {
-        node,
-        args: node.args(),
-        meta: meta_of(node),
-    };
+    let req = Request { node, args: node.args(), meta: meta_of(node) };
     let Some(kind) = InstructionKind::from_keyword(&node.value) else {
         let options: Vec<&str> = InstructionKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err((
             InstructionErrorKind::UnknownInstruction,
-            suggest(
-                format!("unknown instruction: {}", node.value),
-                &node.value,
-                &options,
-                false,
-            ),
+            suggest(format!("unknown instruction: {}", node.value), &node.value, &options, false),
         ));
     };
     let cmd = match kind {
         InstructionKind::From => return parse_from(req).map(Parsed1::Stage),
-        InstructionKind::Env => Command::Env(EnvCommand {
-            env: parse_kvps(&req, "ENV")?,
-            meta: req.meta,
-        }),
-        InstructionKind::Label => Command::Label(LabelCommand {
-            labels: parse_kvps(&req, "LABEL")?,
-            meta: req.meta,
-        }),
+        InstructionKind::Env => Command::Env(EnvCommand { env: parse_kvps(&req, "ENV")?, meta: req.meta }),
+        InstructionKind::Label => Command::Label(LabelCommand { labels: parse_kvps(&req, "LABEL")?, meta: req.meta }),
         InstructionKind::Maintainer => {
             if req.args.len() != 1 {
                 return Err(exactly_one("MAINTAINER"));
             }
             no_flags(&req)?;
-            Command::Maintainer(MaintainerCommand {
-                maintainer: req.args[0].clone(),
-                meta: req.meta,
-            })
+            Command::Maintainer(MaintainerCommand { maintainer: req.args[0].clone(), meta: req.meta })
         }
         InstructionKind::Add => Command::Add(parse_add(req)?),
         InstructionKind::Copy => Command::Copy(parse_copy(req)?),
@@ -819,29 +773,18 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
                 return Err(exactly_one("WORKDIR"));
             }
             no_flags(&req)?;
-            Command::Workdir(WorkdirCommand {
-                path: req.args[0].clone(),
-                meta: req.meta,
-            })
+            Command::Workdir(WorkdirCommand { path: req.args[0].clone(), meta: req.meta })
         }
         InstructionKind::Run => Command::Run(parse_run(req)?),
         InstructionKind::Cmd => {
             no_flags(&req)?;
             let cmd_line = shell_args(&req);
-            Command::Cmd(CmdCommand {
-                cmd_line,
-                prepend_shell: !req.meta.json,
-                meta: req.meta,
-            })
+            Command::Cmd(CmdCommand { cmd_line, prepend_shell: !req.meta.json, meta: req.meta })
         }
         InstructionKind::Entrypoint => {
             no_flags(&req)?;
             let cmd_line = shell_args(&req);
-            Command::Entrypoint(EntrypointCommand {
-                cmd_line,
-                prepend_shell: !req.meta.json,
-                meta: req.meta,
-            })
+            Command::Entrypoint(EntrypointCommand { cmd_line, prepend_shell: !req.meta.json, meta: req.meta })
         }
         InstructionKind::Healthcheck => Command::Healthcheck(parse_healthcheck(req)?),
         InstructionKind::Expose => {
@@ -851,20 +794,14 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
             no_flags(&req)?;
             let mut ports = req.args;
             ports.sort();
-            Command::Expose(ExposeCommand {
-                ports,
-                meta: req.meta,
-            })
+            Command::Expose(ExposeCommand { ports, meta: req.meta })
         }
         InstructionKind::User => {
             if req.args.len() != 1 {
                 return Err(exactly_one("USER"));
             }
             no_flags(&req)?;
-            Command::User(UserCommand {
-                user: req.args[0].clone(),
-                meta: req.meta,
-            })
+            Command::User(UserCommand { user: req.args[0].clone(), meta: req.meta })
         }
         InstructionKind::Volume => {
             if req.args.is_empty() {
@@ -875,26 +812,18 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
             for v in &req.args {
                 let v = v.trim_matches(char::is_whitespace);
                 if v.is_empty() {
-                    return Err(arguments(
-                        "VOLUME specified can not be an empty string".into(),
-                    ));
+                    return Err(arguments("VOLUME specified can not be an empty string".into()));
                 }
                 volumes.push(v.to_owned());
             }
-            Command::Volume(VolumeCommand {
-                volumes,
-                meta: req.meta,
-            })
+            Command::Volume(VolumeCommand { volumes, meta: req.meta })
         }
         // BuildKit never checks STOPSIGNAL's flags.
         InstructionKind::StopSignal => {
             if req.args.len() != 1 {
                 return Err(exactly_one("STOPSIGNAL"));
             }
-            Command::StopSignal(StopSignalCommand {
-                signal: req.args[0].clone(),
-                meta: req.meta,
-            })
+            Command::StopSignal(StopSignalCommand { signal: req.args[0].clone(), meta: req.meta })
         }
         InstructionKind::Arg => Command::Arg(parse_arg(req)?),
         InstructionKind::Shell => {
@@ -904,14 +833,9 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
                 return Err(at_least_one("SHELL"));
             }
             if !req.meta.json {
-                return Err(arguments(
-                    "SHELL requires the arguments to be in JSON form".into(),
-                ));
+                return Err(arguments("SHELL requires the arguments to be in JSON form".into()));
             }
-            Command::Shell(ShellCommand {
-                shell,
-                meta: req.meta,
-            })
+            Command::Shell(ShellCommand { shell, meta: req.meta })
         }
     };
     Ok(Parsed1::Command(cmd))
@@ -922,11 +846,7 @@ fn shell_args(req: &Request<'_>) -> Vec<String> {
     if req.args.is_empty() {
         return Vec::new();
     }
-    if req.meta.json {
-        req.args.clone()
-    } else {
-        vec![req.args.join(" ")]
-    }
+    if req.meta.json { req.args.clone() } else { vec![req.args.join(" ")] }
 }
 
 fn parse_kvps(req: &Request<'_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
@@ -942,11 +862,7 @@ fn parse_kvps(req: &Request<'_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
         if chunk[0].is_empty() {
             return Err(arguments(format!("{cmd} names can not be blank")));
         }
-        out.push(KeyValuePair {
-            key: chunk[0].clone(),
-            value: chunk[1].clone(),
-            no_delim: chunk[2].is_empty(),
-        });
+        out.push(KeyValuePair { key: chunk[0].clone(), value: chunk[1].clone(), no_delim: chunk[2].is_empty() });
     }
     Ok(out)
 }
@@ -957,9 +873,7 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
         3 if args[1].eq_ignore_ascii_case("as") => {
             let lower = args[2].to_lowercase();
             let valid = lower.starts_with(|c: char| c.is_ascii_lowercase())
-                && lower.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
-                });
+                && lower.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
             if !valid {
                 return Err((
                     InstructionErrorKind::InvalidValue,
@@ -973,16 +887,11 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
         }
         1 => (None, None, None),
         _ => {
-            return Err(arguments(
-                "FROM requires either one or three arguments".into(),
-            ));
+            return Err(arguments("FROM requires either one or three arguments".into()));
         }
     };
-    let flags =
-        parse_flags(&req.node.flags, &[("platform", FlagType::String)]).map_err(flag_err)?;
-    let doc_comment = name
-        .as_deref()
-        .and_then(|n| doc_comment(&req.meta.comments, n));
+    let flags = parse_flags(&req.node.flags, &[("platform", FlagType::String)]).map_err(flag_err)?;
+    let doc_comment = name.as_deref().and_then(|n| doc_comment(&req.meta.comments, n));
     Ok(Stage {
         name,
         original_name,
@@ -996,15 +905,10 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
 }
 
 /// Sources, heredoc sources and destination of COPY and ADD (`parseSourcesAndDest`).
-fn sources_and_dest(
-    req: &Request<'_>,
-    cmd: &str,
-) -> Result<(Vec<String>, Vec<SourceContent>, String), Fail> {
+fn sources_and_dest(req: &Request<'_>, cmd: &str) -> Result<(Vec<String>, Vec<SourceContent>, String), Fail> {
     let (dest, srcs) = req.args.split_last().ok_or_else(|| at_least_one(cmd))?;
     if matches!(parse_heredoc(dest), Ok(Some(_))) {
-        return Err(arguments(format!(
-            "{cmd} cannot accept a heredoc as a destination"
-        )));
+        return Err(arguments(format!("{cmd} cannot accept a heredoc as a destination")));
     }
     let mut paths = Vec::new();
     let mut contents = Vec::new();
@@ -1019,16 +923,8 @@ fn sources_and_dest(
                     .find(|h| h.name == doc.name)
                     .map(|h| h.content.clone())
                     .unwrap_or_default();
-                let data = if doc.chomp {
-                    chomp_heredoc_content(&body)
-                } else {
-                    body
-                };
-                contents.push(SourceContent {
-                    path: doc.name,
-                    data,
-                    expand: doc.expand,
-                });
+                let data = if doc.chomp { chomp_heredoc_content(&body) } else { body };
+                contents.push(SourceContent { path: doc.name, data, expand: doc.expand });
             }
             _ => paths.push(src.clone()),
         }
@@ -1039,7 +935,8 @@ fn sources_and_dest(
 fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
     if req.args.len() < 2 {
         return Err(arguments(
-            "ADD requires at least two arguments, but only one was provided. Destination could not be determined".into(),
+            "ADD requires at least two arguments, but only one was provided. Destination could not be determined"
+                .into(),
         ));
     }
     let flags = parse_flags(
@@ -1075,7 +972,8 @@ fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
 fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
     if req.args.len() < 2 {
         return Err(arguments(
-            "COPY requires at least two arguments, but only one was provided. Destination could not be determined".into(),
+            "COPY requires at least two arguments, but only one was provided. Destination could not be determined"
+                .into(),
         ));
     }
     let flags = parse_flags(
@@ -1114,14 +1012,10 @@ fn parse_onbuild(req: Request<'_>) -> Result<OnbuildCommand, Fail> {
     let trigger = first.trim_matches(char::is_whitespace).to_uppercase();
     match trigger.as_str() {
         "ONBUILD" => {
-            return Err(arguments(
-                "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
-            ));
+            return Err(arguments("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()));
         }
         "MAINTAINER" | "FROM" => {
-            return Err(arguments(format!(
-                "{trigger} isn't allowed as an ONBUILD trigger"
-            )));
+            return Err(arguments(format!("{trigger} isn't allowed as an ONBUILD trigger")));
         }
         _ => {}
     }
@@ -1130,9 +1024,7 @@ fn parse_onbuild(req: Request<'_>) -> Result<OnbuildCommand, Fail> {
     let original = &req.node.original;
     let trimmed = original.trim_start_matches(is_space);
     let mut expression = match trimmed.get(..7) {
-        Some(word) if word.eq_ignore_ascii_case("onbuild") => {
-            trimmed[7..].trim_start_matches(is_space).to_owned()
-        }
+        Some(word) if word.eq_ignore_ascii_case("onbuild") => trimmed[7..].trim_start_matches(is_space).to_owned(),
         _ => original.clone(),
     };
     for doc in &req.node.heredocs {
@@ -1140,10 +1032,7 @@ fn parse_onbuild(req: Request<'_>) -> Result<OnbuildCommand, Fail> {
         expression.push_str(&doc.content);
         expression.push_str(&doc.name);
     }
-    Ok(OnbuildCommand {
-        expression,
-        meta: req.meta,
-    })
+    Ok(OnbuildCommand { expression, meta: req.meta })
 }
 
 /// True when BuildKit's word expansion leaves the value unchanged.
@@ -1170,10 +1059,7 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
     for raw in flags.strings("mount") {
         mount::precheck_mount(&raw).map_err(|m| (InstructionErrorKind::Mount, m))?;
         let parsed = if needs_no_expansion(&raw) {
-            Some(
-                parse_mount(&raw, &mut |v| Ok(v.to_owned()))
-                    .map_err(|m| (InstructionErrorKind::Mount, m))?,
-            )
+            Some(parse_mount(&raw, &mut |v| Ok(v.to_owned())).map_err(|m| (InstructionErrorKind::Mount, m))?)
         } else {
             None
         };
@@ -1184,20 +1070,14 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
         Some("none") => NetworkMode::None,
         Some("host") => NetworkMode::Host,
         Some(other) => {
-            return Err(flag_err(format!(
-                "invalid network mode {}",
-                go_quote(other)
-            )));
+            return Err(flag_err(format!("invalid network mode {}", go_quote(other))));
         }
     };
     let security = match flags.string("security").as_deref() {
         None | Some("sandbox") => Security::Sandbox,
         Some("insecure") => Security::Insecure,
         Some(other) => {
-            return Err(flag_err(format!(
-                "security {} is not valid",
-                go_quote(other)
-            )));
+            return Err(flag_err(format!("security {} is not valid", go_quote(other))));
         }
     };
     let cmd_line = shell_args(&req);
@@ -1218,8 +1098,7 @@ fn parse_interval(flags: &Flags, name: &str) -> Result<Option<Duration>, Fail> {
     let Some(value) = flags.non_empty(name) else {
         return Ok(None);
     };
-    let nanos =
-        values::parse_go_duration(&value).map_err(|m| (InstructionErrorKind::InvalidValue, m))?;
+    let nanos = values::parse_go_duration(&value).map_err(|m| (InstructionErrorKind::InvalidValue, m))?;
     if nanos == 0 {
         return Ok(None);
     }
@@ -1242,10 +1121,7 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
         if !rest.is_empty() {
             return Err(arguments("HEALTHCHECK NONE takes no arguments".into()));
         }
-        return Ok(HealthcheckCommand {
-            health: Healthcheck::None,
-            meta: req.meta,
-        });
+        return Ok(HealthcheckCommand { health: Healthcheck::None, meta: req.meta });
     }
     let flags = parse_flags(
         &req.node.flags,
@@ -1259,10 +1135,7 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
     )
     .map_err(flag_err)?;
     if typ != "CMD" {
-        return Err(arguments(format!(
-            "Unknown type {} in HEALTHCHECK (try CMD)",
-            go_quote(&typ)
-        )));
+        return Err(arguments(format!("Unknown type {} in HEALTHCHECK (try CMD)", go_quote(&typ))));
     }
     let cmd: Vec<String> = if rest.is_empty() {
         Vec::new()
@@ -1274,11 +1147,7 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
     if cmd.is_empty() {
         return Err(arguments("Missing command after HEALTHCHECK CMD".into()));
     }
-    let mut test = vec![if req.meta.json {
-        "CMD".to_owned()
-    } else {
-        "CMD-SHELL".to_owned()
-    }];
+    let mut test = vec![if req.meta.json { "CMD".to_owned() } else { "CMD-SHELL".to_owned() }];
     test.extend(cmd);
     let interval = parse_interval(&flags, "interval")?;
     let timeout = parse_interval(&flags, "timeout")?;
@@ -1294,23 +1163,13 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
                 )
             })?;
             if n < 0 {
-                return Err((
-                    InstructionErrorKind::InvalidValue,
-                    format!("--retries cannot be negative ({n})"),
-                ));
+                return Err((InstructionErrorKind::InvalidValue, format!("--retries cannot be negative ({n})")));
             }
             u32::try_from(n).ok().filter(|&n| n > 0)
         }
     };
     Ok(HealthcheckCommand {
-        health: Healthcheck::Cmd {
-            test,
-            interval,
-            timeout,
-            start_period,
-            start_interval,
-            retries,
-        },
+        health: Healthcheck::Cmd { test, interval, timeout, start_period, start_interval, retries },
         meta: req.meta,
     })
 }
@@ -1331,16 +1190,9 @@ fn parse_arg(req: Request<'_>) -> Result<ArgCommand, Fail> {
             None => (arg.clone(), None),
         };
         let doc_comment = doc_comment(&req.meta.comments, &key);
-        args.push(ArgPair {
-            key,
-            value,
-            doc_comment,
-        });
+        args.push(ArgPair { key, value, doc_comment });
     }
-    Ok(ArgCommand {
-        args,
-        meta: req.meta,
-    })
+    Ok(ArgCommand { args, meta: req.meta })
 }
 
 #[cfg(test)]

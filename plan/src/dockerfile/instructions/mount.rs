@@ -146,10 +146,7 @@ pub(super) fn precheck_mount(raw: &str) -> Result<(), String> {
 /// assert!(!m.read_only);
 /// assert!(parse_mount("type=bind,size=1m", &mut |v| Ok(v.to_owned())).is_err());
 /// ```
-pub fn parse_mount(
-    raw: &str,
-    expand: &mut dyn FnMut(&str) -> Result<String, String>,
-) -> Result<Mount, String> {
+pub fn parse_mount(raw: &str, expand: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<Mount, String> {
     let fields = csv_fields(raw).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
     let mut m = Mount {
         kind: MountType::Bind,
@@ -183,10 +180,7 @@ pub fn parse_mount(
                     m.required = true;
                 }
                 "required" => {
-                    return Err(format!(
-                        "unexpected key 'required' for mount type '{}'",
-                        m.kind.as_str()
-                    ));
+                    return Err(format!("unexpected key 'required' for mount type '{}'", m.kind.as_str()));
                 }
                 _ => return Err(format!("invalid field '{field}' must be a key=value pair")),
             }
@@ -204,10 +198,7 @@ pub fn parse_mount(
                     "ssh" => MountType::Ssh,
                     _ => {
                         return Err(suggest(
-                            format!(
-                                "unsupported mount type {}",
-                                crate::dockerfile::parser::go_quote(&value)
-                            ),
+                            format!("unsupported mount type {}", crate::dockerfile::parser::go_quote(&value)),
                             &value,
                             &ALL_TYPES,
                             true,
@@ -228,24 +219,15 @@ pub fn parse_mount(
             }
             "required" => {
                 if !matches!(m.kind, MountType::Secret | MountType::Ssh) {
-                    return Err(format!(
-                        "unexpected key '{key}' for mount type '{}'",
-                        m.kind.as_str()
-                    ));
+                    return Err(format!("unexpected key '{key}' for mount type '{}'", m.kind.as_str()));
                 }
                 m.required = go_bool(&key, &value)?;
             }
             "size" => {
                 if m.kind != MountType::Tmpfs {
-                    return Err(format!(
-                        "unexpected key '{key}' for mount type '{}'",
-                        m.kind.as_str()
-                    ));
+                    return Err(format!("unexpected key '{key}' for mount type '{}'", m.kind.as_str()));
                 }
-                m.size_limit = Some(
-                    ram_in_bytes(&value)
-                        .map_err(|_| format!("invalid value for {key}: {value}"))?,
-                );
+                m.size_limit = Some(ram_in_bytes(&value).map_err(|_| format!("invalid value for {key}: {value}"))?);
             }
             "id" => m.id = non_empty(value),
             "sharing" => {
@@ -255,10 +237,7 @@ pub fn parse_mount(
                     "locked" => ShareMode::Locked,
                     _ => {
                         return Err(suggest(
-                            format!(
-                                "unsupported sharing value {}",
-                                crate::dockerfile::parser::go_quote(&value)
-                            ),
+                            format!("unsupported sharing value {}", crate::dockerfile::parser::go_quote(&value)),
                             &value,
                             &ALL_SHARING,
                             true,
@@ -267,42 +246,24 @@ pub fn parse_mount(
                 });
             }
             "mode" => {
-                m.mode = Some(
-                    go_u32(&value, 8).ok_or_else(|| format!("invalid value {value} for mode"))?,
-                );
+                m.mode = Some(go_u32(&value, 8).ok_or_else(|| format!("invalid value {value} for mode"))?);
             }
             "uid" => {
-                m.uid = Some(
-                    go_u32(&value, 10).ok_or_else(|| format!("invalid value {value} for uid"))?,
-                );
+                m.uid = Some(go_u32(&value, 10).ok_or_else(|| format!("invalid value {value} for uid"))?);
             }
             "gid" => {
-                m.gid = Some(
-                    go_u32(&value, 10).ok_or_else(|| format!("invalid value {value} for gid"))?,
-                );
+                m.gid = Some(go_u32(&value, 10).ok_or_else(|| format!("invalid value {value} for gid"))?);
             }
             "env" => m.env = Some(value),
             _ => {
-                return Err(suggest(
-                    format!("unexpected key '{key}' in '{field}'"),
-                    &key,
-                    &ALL_KEYS,
-                    true,
-                ));
+                return Err(suggest(format!("unexpected key '{key}' in '{field}'"), &key, &ALL_KEYS, true));
             }
         }
     }
 
     let kind = m.kind.as_str();
-    if !matches!(
-        m.kind,
-        MountType::Secret | MountType::Ssh | MountType::Cache
-    ) {
-        for (set, what) in [
-            (m.mode.is_some(), "mode"),
-            (m.uid.is_some(), "uid"),
-            (m.gid.is_some(), "gid"),
-        ] {
+    if !matches!(m.kind, MountType::Secret | MountType::Ssh | MountType::Cache) {
+        for (set, what) in [(m.mode.is_some(), "mode"), (m.uid.is_some(), "uid"), (m.gid.is_some(), "gid")] {
             if set {
                 return Err(format!("{what} not allowed for \"{kind}\" type mounts"));
             }
@@ -343,10 +304,7 @@ pub struct Device {
 /// BuildKit's `ParseDevice`.
 pub(super) fn parse_device(raw: &str) -> Result<Device, String> {
     let fields = csv_fields(raw).map_err(|e| format!("failed to parse csv devices: {e}"))?;
-    let mut d = Device {
-        name: String::new(),
-        required: false,
-    };
+    let mut d = Device { name: String::new(), required: false };
     for field in &fields {
         let Some((key, value)) = field.split_once('=') else {
             if field.eq_ignore_ascii_case("required") {
@@ -368,12 +326,7 @@ pub(super) fn parse_device(raw: &str) -> Result<Device, String> {
             "required" => d.required = go_bool("required", value)?,
             _ if d.name.is_empty() => d.name = field.clone(),
             k => {
-                return Err(suggest(
-                    format!("unexpected key '{k}' in '{field}'"),
-                    k,
-                    &["name", "required"],
-                    true,
-                ));
+                return Err(suggest(format!("unexpected key '{k}' in '{field}'"), k, &["name", "required"], true));
             }
         }
     }

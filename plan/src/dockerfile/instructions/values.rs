@@ -45,9 +45,7 @@ pub(crate) fn parse_go_duration(input: &str) -> Result<i64, String> {
         let mut scale: f64 = 1.0;
         let mut post = false;
         if let Some(rest) = s.strip_prefix('.') {
-            let frac_end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let frac_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             post = frac_end > 0;
             let mut overflow = false;
             for d in rest[..frac_end].bytes() {
@@ -71,15 +69,10 @@ pub(crate) fn parse_go_duration(input: &str) -> Result<i64, String> {
         if !pre && !post {
             return Err(invalid());
         }
-        let unit_end = s
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(s.len());
+        let unit_end = s.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(s.len());
         let unit_str = &s[..unit_end];
         if unit_str.is_empty() {
-            return Err(format!(
-                "time: missing unit in duration {}",
-                go_quote(input)
-            ));
+            return Err(format!("time: missing unit in duration {}", go_quote(input)));
         }
         let unit: u64 = match unit_str {
             "ns" => 1,
@@ -89,11 +82,7 @@ pub(crate) fn parse_go_duration(input: &str) -> Result<i64, String> {
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
             _ => {
-                return Err(format!(
-                    "time: unknown unit {} in duration {}",
-                    go_quote(unit_str),
-                    go_quote(input)
-                ));
+                return Err(format!("time: unknown unit {} in duration {}", go_quote(unit_str), go_quote(input)));
             }
         };
         s = &s[unit_end..];
@@ -137,12 +126,7 @@ pub(crate) fn ram_in_bytes(size: &str) -> Result<i64, String> {
         .parse()
         .ok()
         .filter(|v: &f64| v.is_finite())
-        .ok_or_else(|| {
-            format!(
-                "strconv.ParseFloat: parsing {}: invalid syntax",
-                go_quote(num)
-            )
-        })?;
+        .ok_or_else(|| format!("strconv.ParseFloat: parsing {}: invalid syntax", go_quote(num)))?;
     if value < 0.0 {
         return Err(format!("invalid size: '{size}'"));
     }
@@ -156,11 +140,7 @@ pub(crate) fn ram_in_bytes(size: &str) -> Result<i64, String> {
     let lower = sfx.to_lowercase();
     let bytes = lower.as_bytes();
     if bytes[0] == b'b' {
-        return if bytes.len() > 1 {
-            Err(bad(&lower))
-        } else {
-            Ok(value as i64)
-        };
+        return if bytes.len() > 1 { Err(bad(&lower)) } else { Ok(value as i64) };
     }
     let mul: f64 = match bytes[0] {
         b'k' => 1024.0,
@@ -178,10 +158,7 @@ pub(crate) fn ram_in_bytes(size: &str) -> Result<i64, String> {
 
 /// `go-csvvalue.Fields`: one CSV record, `""` escaping a quote inside a quoted field.
 pub(crate) fn csv_fields(input: &str) -> Result<Vec<String>, String> {
-    let line = input
-        .strip_suffix("\r\n")
-        .or_else(|| input.strip_suffix('\n'))
-        .unwrap_or(input);
+    let line = input.strip_suffix("\r\n").or_else(|| input.strip_suffix('\n')).unwrap_or(input);
     if line.is_empty() {
         return Err("EOF".into());
     }
@@ -195,10 +172,7 @@ pub(crate) fn csv_fields(input: &str) -> Result<Vec<String>, String> {
                 None => (rest, None),
             };
             if let Some(j) = field.find('"') {
-                return Err(format!(
-                    "parse error on line 1, column {}: bare \" in non-quoted-field",
-                    pos + j + 1
-                ));
+                return Err(format!("parse error on line 1, column {}: bare \" in non-quoted-field", pos + j + 1));
             }
             fields.push(field.to_owned());
             match more {
@@ -236,10 +210,7 @@ pub(crate) fn csv_fields(input: &str) -> Result<Vec<String>, String> {
                 fields.push(field);
                 return Ok(fields);
             } else {
-                return Err(format!(
-                    "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
-                    pos
-                ));
+                return Err(format!("parse error on line 1, column {}: extraneous or missing \" in quoted-field", pos));
             }
         }
     }
@@ -258,14 +229,8 @@ mod tests {
         assert_eq!(parse_go_duration("3\u{b5}s"), Ok(3_000));
         assert_eq!(parse_go_duration("0"), Ok(0));
         assert_eq!(parse_go_duration(".5s"), Ok(500_000_000));
-        assert_eq!(
-            parse_go_duration("1"),
-            Err("time: missing unit in duration \"1\"".into())
-        );
-        assert_eq!(
-            parse_go_duration("3x"),
-            Err("time: unknown unit \"x\" in duration \"3x\"".into())
-        );
+        assert_eq!(parse_go_duration("1"), Err("time: missing unit in duration \"1\"".into()));
+        assert_eq!(parse_go_duration("3x"), Err("time: unknown unit \"x\" in duration \"3x\"".into()));
         assert!(parse_go_duration("").is_err());
         assert!(parse_go_duration("s").is_err());
         assert!(parse_go_duration("9999999999h").is_err());

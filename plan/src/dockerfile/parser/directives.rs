@@ -25,8 +25,7 @@ impl DirectiveParser {
             self.done = true;
             return Ok(None);
         };
-        let Some((name, value)) = split_directive(rest.trim_start_matches(char::is_whitespace))
-        else {
+        let Some((name, value)) = split_directive(rest.trim_start_matches(char::is_whitespace)) else {
             self.done = true;
             return Ok(None);
         };
@@ -38,11 +37,7 @@ impl DirectiveParser {
         if self.found.iter().any(|d| d.name == name) {
             return Err(ParseErrorKind::DuplicateDirective { name });
         }
-        let directive = Directive {
-            name,
-            value: value.to_owned(),
-            line: self.line,
-        };
+        let directive = Directive { name, value: value.to_owned(), line: self.line };
         self.found.push(directive.clone());
         Ok(Some(directive))
     }
@@ -59,12 +54,8 @@ fn split_directive(s: &str) -> Option<(&str, &str)> {
     if !first.is_ascii_alphabetic() {
         return None;
     }
-    let name_end = s
-        .find(|c: char| !c.is_ascii_alphanumeric())
-        .unwrap_or(s.len());
-    let rest = s[name_end..]
-        .trim_start_matches(is_space)
-        .strip_prefix('=')?;
+    let name_end = s.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(s.len());
+    let rest = s[name_end..].trim_start_matches(is_space).strip_prefix('=')?;
     let value = rest.trim_start_matches(is_space).trim_end_matches(is_space);
     if !value.is_empty() {
         return Some((&s[..name_end], value));
@@ -79,8 +70,6 @@ pub(super) fn escape_token(value: &str) -> Result<char, ParseErrorKind> {
     match value {
         "\\" => Ok('\\'),
         "`" => Ok('`'),
-        _ => Err(ParseErrorKind::InvalidEscapeToken {
-            value: value.to_owned(),
-        }),
+        _ => Err(ParseErrorKind::InvalidEscapeToken { value: value.to_owned() }),
     }
 }

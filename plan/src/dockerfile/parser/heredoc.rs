@@ -60,20 +60,12 @@ pub fn parse_heredoc(src: &str) -> Result<Option<Heredoc>, String> {
     }
     let raw_words = Lexer::new(rest, true, false).process_words()?;
     if raw_words.len() != words.len() {
-        return Err(format!(
-            "internal lexing of heredoc produced inconsistent results: {rest}"
-        ));
+        return Err(format!("internal lexing of heredoc produced inconsistent results: {rest}"));
     }
     let quotes = |s: &str| s.chars().filter(|&c| c == '\'' || c == '"').count();
     let name = words.into_iter().next().unwrap_or_default();
     let expand = quotes(&name) == quotes(&raw_words[0]);
-    Ok(Some(Heredoc {
-        name,
-        file_descriptor,
-        expand,
-        chomp,
-        content: String::new(),
-    }))
+    Ok(Some(Heredoc { name, file_descriptor, expand, chomp, content: String::new() }))
 }
 
 /// Removes leading tabs from every line of a `<<-` heredoc body (BuildKit's
@@ -111,13 +103,7 @@ const ESCAPE: char = '\\';
 
 impl Lexer {
     fn new(input: &str, raw_quotes: bool, raw_escapes: bool) -> Self {
-        Self {
-            chars: input.chars().collect(),
-            pos: 0,
-            raw_quotes,
-            raw_escapes,
-            buf: String::new(),
-        }
+        Self { chars: input.chars().collect(), pos: 0, raw_quotes, raw_escapes, buf: String::new() }
     }
 
     fn peek(&self) -> Option<char> {
@@ -161,11 +147,7 @@ impl Lexer {
         std::mem::take(&mut w.words)
     }
 
-    fn process_stop_on(
-        &mut self,
-        stop: Option<char>,
-        raw_escapes: bool,
-    ) -> Result<(String, Vec<String>), String> {
+    fn process_stop_on(&mut self, stop: Option<char>, raw_escapes: bool) -> Result<(String, Vec<String>), String> {
         let saved = self.raw_escapes;
         self.raw_escapes = raw_escapes;
         let out = self.stop_on_inner(stop);
@@ -221,9 +203,7 @@ impl Lexer {
             result.push(ch);
         }
         if let Some(stop) = stop {
-            return Err(format!(
-                "unexpected end of statement while looking for matching {stop}"
-            ));
+            return Err(format!("unexpected end of statement while looking for matching {stop}"));
         }
         Ok((result, self.get_words(&mut words)))
     }
@@ -237,10 +217,7 @@ impl Lexer {
         loop {
             match self.next() {
                 None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    );
+                    return Err("unexpected end of statement while looking for matching single-quote".into());
                 }
                 Some('\'') => {
                     if self.raw_quotes {
@@ -262,10 +239,7 @@ impl Lexer {
         loop {
             match self.peek() {
                 None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching double-quote"
-                            .into(),
-                    );
+                    return Err("unexpected end of statement while looking for matching double-quote".into());
                 }
                 Some('"') => {
                     self.next();
@@ -337,28 +311,14 @@ impl Lexer {
             _ => return Err(format!("unsupported modifier ({chs}) in substitution")),
         };
         let raw = matches!(modifier, Some('#' | '%'));
-        let (word, _) = self.process_stop_on(Some('}'), raw).map_err(|e| {
-            if self.peek().is_none() {
-                "syntax error: missing '}'".to_owned()
-            } else {
-                e
-            }
-        })?;
+        let (word, _) = self
+            .process_stop_on(Some('}'), raw)
+            .map_err(|e| if self.peek().is_none() { "syntax error: missing '}'".to_owned() } else { e })?;
         Ok(format!("${{{name}{chs}{word}}}"))
     }
 
-    fn stop_or_missing(
-        &mut self,
-        stop: char,
-        missing: &str,
-    ) -> Result<(String, Vec<String>), String> {
-        self.process_stop_on(Some(stop), true).map_err(|e| {
-            if self.peek().is_none() {
-                missing.to_owned()
-            } else {
-                e
-            }
-        })
+    fn stop_or_missing(&mut self, stop: char, missing: &str) -> Result<(String, Vec<String>), String> {
+        self.process_stop_on(Some(stop), true).map_err(|e| if self.peek().is_none() { missing.to_owned() } else { e })
     }
 
     fn process_name(&mut self) -> String {

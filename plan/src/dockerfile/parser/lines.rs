@@ -26,22 +26,11 @@ pub(super) fn node_from_line(
         // Unknown instructions keep one empty argument node, as BuildKit's parseIgnore does.
         _ => (vec![Node::default()], false),
     };
-    Ok(Node {
-        value: cmd,
-        original: line.to_owned(),
-        flags,
-        next,
-        json,
-        prev_comment: comments,
-        ..Node::default()
-    })
+    Ok(Node { value: cmd, original: line.to_owned(), flags, next, json, prev_comment: comments, ..Node::default() })
 }
 
 fn leaf(value: impl Into<String>) -> Node {
-    Node {
-        value: value.into(),
-        ..Node::default()
-    }
+    Node { value: value.into(), ..Node::default() }
 }
 
 /// Go's `unicode.IsSpace` applied to a single byte taken as a rune (Latin-1), as BuildKit's
@@ -278,11 +267,7 @@ fn key_value_nodes(out: &mut Vec<Node>, key: &str, value: &str, sep: &str) {
 }
 
 /// `parseNameVal` for ENV and LABEL: `name=value ...`, or the legacy `name value` form.
-fn parse_name_val(
-    rest: &str,
-    instruction: &'static str,
-    escape: char,
-) -> Result<Vec<Node>, ParseErrorKind> {
+fn parse_name_val(rest: &str, instruction: &'static str, escape: char) -> Result<Vec<Node>, ParseErrorKind> {
     let words = parse_words(rest, escape);
     let Some(first) = words.first() else {
         return Ok(Vec::new());
@@ -298,9 +283,7 @@ fn parse_name_val(
     }
     for word in &words {
         let Some((key, value)) = word.split_once('=') else {
-            return Err(ParseErrorKind::MissingEquals {
-                word: go_quote(word),
-            });
+            return Err(ParseErrorKind::MissingEquals { word: go_quote(word) });
         };
         key_value_nodes(&mut out, key, value, "=");
     }
@@ -322,11 +305,7 @@ fn parse_strings_whitespace_delimited(rest: &str) -> Vec<Node> {
 
 /// `parseString`: the whole rest as one argument.
 fn parse_string(rest: &str) -> Vec<Node> {
-    if rest.is_empty() {
-        Vec::new()
-    } else {
-        vec![leaf(rest)]
-    }
+    if rest.is_empty() { Vec::new() } else { vec![leaf(rest)] }
 }
 
 enum JsonOutcome {
@@ -381,17 +360,11 @@ fn parse_maybe_json_to_list(rest: &str) -> LineResult {
 /// the type's end byte-wise, which is kept.
 fn parse_health_config(rest: &str) -> LineResult {
     let bytes = rest.as_bytes();
-    let sep = bytes
-        .iter()
-        .position(|&b| is_space_byte(b))
-        .unwrap_or(bytes.len());
+    let sep = bytes.iter().position(|&b| is_space_byte(b)).unwrap_or(bytes.len());
     if sep == 0 {
         return Ok((Vec::new(), false));
     }
-    let next = bytes[sep..]
-        .iter()
-        .position(|&b| !is_space_byte(b))
-        .map_or(bytes.len(), |p| sep + p);
+    let next = bytes[sep..].iter().position(|&b| !is_space_byte(b)).map_or(bytes.len(), |p| sep + p);
     let typ = String::from_utf8_lossy(&bytes[..sep]).into_owned();
     let cmd = String::from_utf8_lossy(&bytes[next..]);
     let (cmd_nodes, json) = parse_maybe_json(&cmd)?;
@@ -409,8 +382,5 @@ fn parse_sub_command(rest: &str, escape: char, depth: usize) -> Result<Vec<Node>
         return Err(ParseErrorKind::OnbuildTooDeep);
     }
     let child = node_from_line(rest, escape, Vec::new(), depth + 1)?;
-    Ok(vec![Node {
-        children: vec![child],
-        ..Node::default()
-    }])
+    Ok(vec![Node { children: vec![child], ..Node::default() }])
 }

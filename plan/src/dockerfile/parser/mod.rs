@@ -192,11 +192,7 @@ pub enum ParseErrorKind {
 
 impl ParseError {
     fn new(line: usize, end_line: usize, kind: ParseErrorKind) -> Self {
-        Self {
-            line,
-            end_line: end_line.max(line),
-            kind,
-        }
+        Self { line, end_line: end_line.max(line), kind }
     }
 }
 
@@ -337,11 +333,7 @@ struct LineScanner<'a> {
 
 impl<'a> LineScanner<'a> {
     fn new(text: &'a str) -> Self {
-        Self {
-            text,
-            pos: 0,
-            too_long: false,
-        }
+        Self { text, pos: 0, too_long: false }
     }
 
     fn scan(&mut self) -> Option<&'a str> {
@@ -370,14 +362,11 @@ fn trim_newline(line: &str) -> &str {
 }
 
 fn is_comment(line: &str) -> bool {
-    line.trim_start_matches(char::is_whitespace)
-        .starts_with('#')
+    line.trim_start_matches(char::is_whitespace).starts_with('#')
 }
 
 fn is_empty_continuation_line(line: &str) -> bool {
-    trim_newline(line)
-        .trim_start_matches(char::is_whitespace)
-        .is_empty()
+    trim_newline(line).trim_start_matches(char::is_whitespace).is_empty()
 }
 
 /// BuildKit's continuation regex ``([^E])E[ \t]*$|^E[ \t]*$`` for escape token `E`: returns the
@@ -414,21 +403,10 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     use ParseErrorKind as K;
     if input.len() > MAX_DOCKERFILE_SIZE {
-        return Err(ParseError::new(
-            1,
-            1,
-            K::TooLarge {
-                size: input.len(),
-                max: MAX_DOCKERFILE_SIZE,
-            },
-        ));
+        return Err(ParseError::new(1, 1, K::TooLarge { size: input.len(), max: MAX_DOCKERFILE_SIZE }));
     }
     let text = std::str::from_utf8(input).map_err(|e| {
-        let line = input[..e.valid_up_to()]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1;
+        let line = input[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
         ParseError::new(line, line, K::InvalidUtf8)
     })?;
 
@@ -441,11 +419,7 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     let mut comments: Vec<String> = Vec::new();
 
     while let Some(raw) = scanner.scan() {
-        let raw = if current_line == 0 {
-            raw.strip_prefix('\u{feff}').unwrap_or(raw)
-        } else {
-            raw
-        };
+        let raw = if current_line == 0 { raw.strip_prefix('\u{feff}').unwrap_or(raw) } else { raw };
         if is_comment(raw) {
             // BuildKit drops the first byte, not the `#`, so indented comments keep their `#`.
             let comment = String::from_utf8_lossy(&raw.as_bytes()[1..]);
@@ -457,9 +431,8 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
             }
         }
         let line = trim_newline(raw).trim_start_matches(char::is_whitespace);
-        let directive = directives
-            .parse_line(line)
-            .map_err(|kind| ParseError::new(current_line + 1, current_line + 1, kind))?;
+        let directive =
+            directives.parse_line(line).map_err(|kind| ParseError::new(current_line + 1, current_line + 1, kind))?;
         if let Some(d) = &directive {
             if d.name == "escape" {
                 escape = directives::escape_token(&d.value)
@@ -512,9 +485,8 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
             .map_err(|kind| ParseError::new(start_line, current_line, kind))?;
 
         if child.can_contain_heredoc() && buf.contains("<<") {
-            let heredocs = heredoc::heredocs_from_line(&buf).map_err(|message| {
-                ParseError::new(start_line, current_line, K::InvalidHeredoc { message })
-            })?;
+            let heredocs = heredoc::heredocs_from_line(&buf)
+                .map_err(|message| ParseError::new(start_line, current_line, K::InvalidHeredoc { message }))?;
             for mut doc in heredocs {
                 let mut terminated = false;
                 while let Some(raw) = scanner.scan() {
@@ -530,11 +502,7 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
                     doc.content.push_str(raw);
                 }
                 if !terminated {
-                    return Err(ParseError::new(
-                        start_line,
-                        current_line,
-                        K::UnterminatedHeredoc,
-                    ));
+                    return Err(ParseError::new(start_line, current_line, K::UnterminatedHeredoc));
                 }
                 child.heredocs.push(doc);
             }
@@ -554,18 +522,9 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
         return Err(ParseError::new(line, line, K::NoInstructions));
     }
     if scanner.too_long {
-        return Err(ParseError::new(
-            current_line + 1,
-            current_line + 1,
-            K::LineTooLong,
-        ));
+        return Err(ParseError::new(current_line + 1, current_line + 1, K::LineTooLong));
     }
-    Ok(ParseResult {
-        ast: root,
-        escape_token: escape,
-        directives: directives.into_found(),
-        warnings,
-    })
+    Ok(ParseResult { ast: root, escape_token: escape, directives: directives.into_found(), warnings })
 }
 
 #[cfg(test)]

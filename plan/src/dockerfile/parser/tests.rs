@@ -35,15 +35,7 @@ RUN <<  EOF  > foo\nEOF\n";
         .map(|c| {
             c.heredocs
                 .iter()
-                .map(|h| {
-                    (
-                        h.name.clone(),
-                        h.content.clone(),
-                        h.expand,
-                        h.chomp,
-                        h.file_descriptor,
-                    )
-                })
+                .map(|h| (h.name.clone(), h.content.clone(), h.expand, h.chomp, h.file_descriptor))
                 .collect()
         })
         .collect();
@@ -61,10 +53,7 @@ RUN <<  EOF  > foo\nEOF\n";
         vec![d("UNINDENT", "\tbaz\n\tquux\n", true, true, 0)],
         vec![d("UNINDENT2", "\tbaz\n\tquux\n", true, true, 0)],
         vec![d("NOEXPAND", "\tdon't expand $NAME\n", false, true, 0)],
-        vec![
-            d("FILE1", "content 1\n", true, false, 0),
-            d("FILE2", "content 2\n", true, false, 0),
-        ],
+        vec![d("FILE1", "content 1\n", true, false, 0), d("FILE2", "content 2\n", true, false, 0)],
         vec![d("X", "Y\n", true, false, 0), d("Y", "X\n", true, false, 0)],
         vec![d("eof", "echo foo\n", false, false, 0)],
         vec![d("eo'f", "echo foo\n", true, false, 0)],
@@ -89,26 +78,13 @@ fn onbuild_heredoc_and_dump() {
     let onbuild = &r.ast.children[1];
     assert_eq!(onbuild.heredocs[0].content, "echo hi\n");
     assert_eq!((onbuild.start_line, onbuild.end_line), (2, 4));
-    assert_eq!(
-        r.ast.dump(),
-        "(from \"a\")\n(onbuild (run \"<<EOF\"))\n(onbuild (add [\"--chown=1\"] \"x\" \"y\"))"
-    );
+    assert_eq!(r.ast.dump(), "(from \"a\")\n(onbuild (run \"<<EOF\"))\n(onbuild (add [\"--chown=1\"] \"x\" \"y\"))");
     assert_eq!(r.ast.children[2].args(), ["ADD", "x", "y"]);
 }
 
 #[test]
 fn parse_heredoc_helpers() {
-    for src in [
-        "<<EOF",
-        "<<'EOF'",
-        "<<\"EOF\"",
-        "<<-EOF",
-        "<<-'EOF'",
-        "<<-\"EOF\"",
-        "<<EO\"F\"",
-        "<< EOF",
-        "<<- EOF",
-    ] {
+    for src in ["<<EOF", "<<'EOF'", "<<\"EOF\"", "<<-EOF", "<<-'EOF'", "<<-\"EOF\"", "<<EO\"F\"", "<< EOF", "<<- EOF"] {
         assert_eq!(parse_heredoc(src).unwrap().unwrap().name, "EOF", "{src}");
     }
     for src in ["<<'EOF", "<<\"EOF", "<<EOF'", "<<EOF\""] {
@@ -118,11 +94,7 @@ fn parse_heredoc_helpers() {
         assert_eq!(parse_heredoc(src).unwrap(), None, "{src}");
     }
     let names = |line: &str| -> Vec<String> {
-        heredoc::heredocs_from_line(line)
-            .unwrap()
-            .into_iter()
-            .map(|h| h.name)
-            .collect()
+        heredoc::heredocs_from_line(line).unwrap().into_iter().map(|h| h.name).collect()
     };
     // The lexer keeps `<<-` apart from a spaced-off name, so BuildKit finds no heredoc here
     // (its own test of this line passes vacuously).
@@ -148,12 +120,7 @@ fn line_numbers_match_buildkit_testfile_line() {
 RUN hello \\\n  world\n\n\n\n\n\
 RUN hello \\\n  world \\\n \\\n  c \\\n   # comment\n  d\\\n\\\n\\\n e \\\n\n# comment\n\n  f \\\n\n g\n";
     let r = ok(text);
-    let lines: Vec<(usize, usize)> = r
-        .ast
-        .children
-        .iter()
-        .map(|c| (c.start_line, c.end_line))
-        .collect();
+    let lines: Vec<(usize, usize)> = r.ast.children.iter().map(|c| (c.start_line, c.end_line)).collect();
     assert_eq!(lines, [(5, 5), (11, 12), (17, 31)]);
     assert_eq!((r.ast.start_line, r.ast.end_line), (5, 31));
 }
@@ -165,11 +132,7 @@ RUN another \\\n\n    thing\n\nRUN non-indented \\\n# this is a comment\n   afte
 RUN indented \\\n    # this is an indented comment\n    comment\n\t";
     let r = ok(text);
     assert_eq!(r.warnings.len(), 2);
-    assert!(
-        r.warnings[0]
-            .short
-            .contains("RUN something     following     more")
-    );
+    assert!(r.warnings[0].short.contains("RUN something     following     more"));
     assert!(r.warnings[1].short.contains("RUN another     thing"));
     assert_eq!(r.warnings[0].rule, "NoEmptyContinuation");
     assert_eq!((r.warnings[0].start_line, r.warnings[0].line), (7, 11));
@@ -179,19 +142,9 @@ RUN indented \\\n    # this is an indented comment\n    comment\n\t";
 #[test]
 fn directives() {
     let r = ok("# syntax = docker/dockerfile:1\n#ESCAPE=`\n# check=skip=all\n# comment\nFROM a\n");
-    let got: Vec<(&str, &str, usize)> = r
-        .directives
-        .iter()
-        .map(|d| (d.name.as_str(), d.value.as_str(), d.line))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("syntax", "docker/dockerfile:1", 1),
-            ("escape", "`", 2),
-            ("check", "skip=all", 3)
-        ]
-    );
+    let got: Vec<(&str, &str, usize)> =
+        r.directives.iter().map(|d| (d.name.as_str(), d.value.as_str(), d.line)).collect();
+    assert_eq!(got, [("syntax", "docker/dockerfile:1", 1), ("escape", "`", 2), ("check", "skip=all", 3)]);
     assert_eq!(r.escape_token, '`');
     // Directives are not comments of the first instruction; the plain comment is.
     assert_eq!(r.ast.children[0].prev_comment, ["comment"]);
@@ -204,18 +157,10 @@ fn directives() {
     assert!(r.directives.is_empty());
 
     let e = err("# escape=`\n# Escape=\\\nFROM a\n");
-    assert_eq!(
-        e.kind,
-        ParseErrorKind::DuplicateDirective {
-            name: "escape".into()
-        }
-    );
+    assert_eq!(e.kind, ParseErrorKind::DuplicateDirective { name: "escape".into() });
     assert_eq!(e.line, 2);
     let e = err("# escape=x\nFROM a\n");
-    assert_eq!(
-        e.kind,
-        ParseErrorKind::InvalidEscapeToken { value: "x".into() }
-    );
+    assert_eq!(e.kind, ParseErrorKind::InvalidEscapeToken { value: "x".into() });
     assert_eq!(e.line, 1);
 }
 
@@ -294,17 +239,9 @@ fn flag_quotes_are_removed() {
 #[test]
 fn errors_carry_lines() {
     let e = err("FROM a\n\nENV PATH\n");
-    assert_eq!(
-        (e.line, e.kind.clone()),
-        (3, ParseErrorKind::MissingValue { instruction: "ENV" })
-    );
+    assert_eq!((e.line, e.kind.clone()), (3, ParseErrorKind::MissingValue { instruction: "ENV" }));
     let e = err("FROM a\nLABEL a=b c\n");
-    assert_eq!(
-        e.kind,
-        ParseErrorKind::MissingEquals {
-            word: "\"c\"".into()
-        }
-    );
+    assert_eq!(e.kind, ParseErrorKind::MissingEquals { word: "\"c\"".into() });
     assert_eq!(e.line, 2);
     let e = err("FROM a\nRUN [\"a\", 1]\n");
     assert_eq!((e.line, e.kind), (2, ParseErrorKind::NotStringArray));
@@ -317,17 +254,11 @@ fn errors_carry_lines() {
 #[test]
 fn size_limits() {
     let big = vec![b'#'; MAX_DOCKERFILE_SIZE + 1];
-    assert!(matches!(
-        err_bytes(&big).kind,
-        ParseErrorKind::TooLarge { .. }
-    ));
+    assert!(matches!(err_bytes(&big).kind, ParseErrorKind::TooLarge { .. }));
     let line = format!("FROM a\nLABEL test={}\n", "a".repeat(MAX_LINE_SIZE));
     let e = err(&line);
     assert_eq!(e.kind, ParseErrorKind::LineTooLong);
-    assert_eq!(
-        e.to_string(),
-        "Dockerfile line 2: dockerfile line greater than max allowed size of 65535"
-    );
+    assert_eq!(e.to_string(), "Dockerfile line 2: dockerfile line greater than max allowed size of 65535");
     // Exactly at the limit is accepted: 65535 bytes and the newline.
     let fits = format!("FROM a\nLABEL a={}\n", "a".repeat(MAX_LINE_SIZE - 1 - 8));
     assert_eq!(ok(&fits).ast.children.len(), 2);
@@ -399,9 +330,7 @@ fn arbitrary_token_soup_never_panics() {
     for _ in 0..3000 {
         let mut text = String::new();
         for _ in 0..40 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             text.push_str(TOKENS[(state >> 33) as usize % TOKENS.len()]);
         }
         match parse(text.as_bytes()) {
