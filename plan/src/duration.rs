@@ -1,86 +1,140 @@
-//! Go's `time.ParseDuration` syntax (`300ms`, `1.5h`, `2h45m`), which Dockerfile HEALTHCHECK flags
-//! and ready checks use. Our own: no crate parses exactly Go's grammar.
+//! Go's `time.ParseDuration` syntax (`300ms`, `1.5h`, `2h45m`), used by HEALTHCHECK flags and
+//! ready checks, with Go's error messages. Our own: no crate parses exactly Go's grammar.
 
-/// Why a duration was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration `{input}`: {reason}")]
-pub struct DurationError {
-    /// What was given.
-    pub input: String,
-    /// What is wrong with it.
-    pub reason: &'static str,
-}
+use crate::dockerfile::parser::go_quote;
 
-const UNITS: &[(&str, u128)] = &[
-    ("ns", 1),
-    ("us", 1_000),
-    ("µs", 1_000),
-    ("μs", 1_000),
-    ("ms", 1_000_000),
-    ("s", 1_000_000_000),
-    ("m", 60_000_000_000),
-    ("h", 3_600_000_000_000),
-];
-
-/// Parses a Go duration into signed nanoseconds.
+/// Go's `time.ParseDuration`, in nanoseconds.
 ///
 /// ```
 /// use nullspace_plan::duration::parse_go_duration;
-/// assert_eq!(parse_go_duration("1m30s").unwrap(), 90_000_000_000);
-/// assert_eq!(parse_go_duration("1.5ms").unwrap(), 1_500_000);
-/// assert_eq!(parse_go_duration("0").unwrap(), 0);
-/// assert!(parse_go_duration("10").is_err());
-/// assert!(parse_go_duration("5 s").is_err());
+/// assert_eq!(parse_go_duration("1m30s"), Ok(90_000_000_000));
+/// assert_eq!(parse_go_duration("1.5ms"), Ok(1_500_000));
+/// assert_eq!(parse_go_duration("10").unwrap_err(), "time: missing unit in duration \"10\"");
 /// ```
-pub fn parse_go_duration(input: &str) -> Result<i64, DurationError> {
-    let err = |reason| DurationError { input: input.to_string(), reason };
-    let (negative, mut rest) = match input.as_bytes().first() {
-        Some(b'-') => (true, &input[1..]),
-        Some(b'+') => (false, &input[1..]),
-        _ => (false, input),
-    };
-    if rest == "0" {
+pub fn parse_go_duration(input: &str) -> Result<i64, String> {
+    let invalid = || format!("time: invalid duration {}", go_quote(input));
+    let mut s = input;
+    let mut neg = false;
+    if let Some(c) = s.chars().next()
+        && (c == '-' || c == '+')
+    {
+        neg = c == '-';
+        s = &s[1..];
+    }
+    if s == "0" {
         return Ok(0);
     }
-    if rest.is_empty() {
-        return Err(err("empty"));
+    if s.is_empty() {
+        return Err(invalid());
     }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let (int_part, after) = rest.split_at(int_len);
-        let (frac_part, after) = match after.strip_prefix('.') {
-            Some(after) => {
-                let frac_len = after.bytes().take_while(u8::is_ascii_digit).count();
-                after.split_at(frac_len)
+    const LIMIT: u64 = 1 << 63;
+    let mut total: u64 = 0;
+    while !s.is_empty() {
+        let first = s.as_bytes()[0];
+        if !(first == b'.' || first.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        let int_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let pre = int_end > 0;
+        let mut v: u64 = 0;
+        for d in s[..int_end].bytes() {
+            if v > (LIMIT - 1) / 10 {
+                return Err(invalid());
             }
-            None => ("", after),
+            v = v * 10 + u64::from(d - b'0');
+            if v > LIMIT {
+                return Err(invalid());
+            }
+        }
+        s = &s[int_end..];
+        let mut frac: u64 = 0;
+        let mut scale: f64 = 1.0;
+        let mut post = false;
+        if let Some(rest) = s.strip_prefix('.') {
+            let frac_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            post = frac_end > 0;
+            let mut overflow = false;
+            for d in rest[..frac_end].bytes() {
+                if overflow {
+                    continue;
+                }
+                if frac > (LIMIT - 1) / 10 {
+                    overflow = true;
+                    continue;
+                }
+                let y = frac * 10 + u64::from(d - b'0');
+                if y > LIMIT {
+                    overflow = true;
+                    continue;
+                }
+                frac = y;
+                scale *= 10.0;
+            }
+            s = &rest[frac_end..];
+        }
+        if !pre && !post {
+            return Err(invalid());
+        }
+        let unit_end = s.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(s.len());
+        let unit_str = &s[..unit_end];
+        if unit_str.is_empty() {
+            return Err(format!("time: missing unit in duration {}", go_quote(input)));
+        }
+        let unit: u64 = match unit_str {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => {
+                return Err(format!("time: unknown unit {} in duration {}", go_quote(unit_str), go_quote(input)));
+            }
         };
-        if int_part.is_empty() && frac_part.is_empty() {
-            return Err(err("expected a number"));
+        s = &s[unit_end..];
+        if v > LIMIT / unit {
+            return Err(invalid());
         }
-        let unit_len = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        if unit.is_empty() {
-            return Err(err("missing unit"));
+        v *= unit;
+        if frac > 0 {
+            // Go truncates the fractional part through float64 the same way.
+            v += (frac as f64 * (unit as f64 / scale)) as u64;
+            if v > LIMIT {
+                return Err(invalid());
+            }
         }
-        let scale = UNITS.iter().find(|(name, _)| *name == unit).map(|(_, s)| *s).ok_or_else(|| err("unknown unit"))?;
-        let whole: u128 =
-            if int_part.is_empty() { 0 } else { int_part.parse().map_err(|_| err("number too large"))? };
-        let mut value = whole.checked_mul(scale).ok_or_else(|| err("overflow"))?;
-        let mut divisor = 1u128;
-        let mut fraction = 0u128;
-        for digit in frac_part.bytes().take(18) {
-            fraction = fraction * 10 + u128::from(digit - b'0');
-            divisor *= 10;
+        total += v;
+        if total > LIMIT {
+            return Err(invalid());
         }
-        value += fraction * scale / divisor;
-        total = total.checked_add(value).ok_or_else(|| err("overflow"))?;
-        if total > i64::MAX as u128 {
-            return Err(err("overflow"));
-        }
-        rest = after;
     }
-    let total = total as i64;
-    Ok(if negative { -total } else { total })
+    if neg {
+        return Ok((total as i128).wrapping_neg() as i64);
+    }
+    if total > LIMIT - 1 {
+        return Err(invalid());
+    }
+    Ok(total as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("5s"), Ok(5_000_000_000));
+        assert_eq!(parse_go_duration("1h2m3.5s"), Ok(3_723_500_000_000));
+        assert_eq!(parse_go_duration("1.5ms"), Ok(1_500_000));
+        assert_eq!(parse_go_duration("-2us"), Ok(-2_000));
+        assert_eq!(parse_go_duration("3\u{b5}s"), Ok(3_000));
+        assert_eq!(parse_go_duration("0"), Ok(0));
+        assert_eq!(parse_go_duration(".5s"), Ok(500_000_000));
+        assert_eq!(parse_go_duration("1"), Err("time: missing unit in duration \"1\"".into()));
+        assert_eq!(parse_go_duration("3x"), Err("time: unknown unit \"x\" in duration \"3x\"".into()));
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("s").is_err());
+        assert!(parse_go_duration("9999999999h").is_err());
+        assert_eq!(parse_go_duration("2562047h47m16.854775807s"), Ok(i64::MAX));
+    }
 }

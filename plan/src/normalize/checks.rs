@@ -116,7 +116,7 @@ pub fn check_duration(duration: &str) -> Result<i64, String> {
     match parse_go_duration(duration) {
         Ok(ns) if ns > 0 => Ok(ns),
         Ok(_) => Err(format!("duration `{duration}` must be positive")),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e),
     }
 }
 

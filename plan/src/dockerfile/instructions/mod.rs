@@ -1098,7 +1098,7 @@ fn parse_interval(flags: &Flags, name: &str) -> Result<Option<Duration>, Fail> {
     let Some(value) = flags.non_empty(name) else {
         return Ok(None);
     };
-    let nanos = values::parse_go_duration(&value).map_err(|m| (InstructionErrorKind::InvalidValue, m))?;
+    let nanos = crate::duration::parse_go_duration(&value).map_err(|m| (InstructionErrorKind::InvalidValue, m))?;
     if nanos == 0 {
         return Ok(None);
     }
