@@ -649,8 +649,8 @@ fn hash_tree(
         }
         for &i in job {
             leaf[i + 1] = Some(out.digest);
-            if let (Some(fresh), Some(verified)) = (fresh.as_mut(), out.verified) {
-                fresh.record(&entries[i], verified, out.observed_at_ns, out.digest);
+            if let Some(fresh) = fresh.as_mut() {
+                fresh.record(&entries[i], out.verified, out.observed_at_ns, out.digest);
             }
         }
     }
@@ -787,8 +787,8 @@ fn parallel_map<T: Send>(
 struct LeafOut {
     digest: Digest,
     bytes: u64,
-    /// The entry's stat as observed right before it was read, if it still is the entry's inode.
-    verified: Option<StatKey>,
+    /// The entry's stat as observed right before it was read.
+    verified: StatKey,
     observed_at_ns: i128,
 }
 
@@ -807,15 +807,16 @@ fn leaf_digest(
         return Ok(LeafOut {
             digest,
             bytes: 0,
-            verified: Some(verified),
+            verified,
             observed_at_ns,
         });
     }
     // O_NOFOLLOW and the inode check: a file swapped for a symlink after the walk must not make us
-    // read something outside the context.
+    // read something outside the context. O_NONBLOCK: a FIFO swapped in must not block the open
+    // (it has no effect on regular files).
     let mut file = OpenOptions::new()
         .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
         .open(full)
         .map_err(read_err(full))?;
     let meta = file.metadata().map_err(read_err(full))?;
@@ -841,7 +842,7 @@ fn leaf_digest(
     Ok(LeafOut {
         digest: Digest::from_hasher(h),
         bytes,
-        verified: Some(verified),
+        verified,
         observed_at_ns,
     })
 }
