@@ -1,1 +1,972 @@
-//! Placeholder: being written.
+//! BuildKit-compatible content digests (`cache/contenthash`), so that our digest of a context
+//! path equals the one BuildKit computes for it, and with it the cache keys of `COPY`/`ADD`.
+//!
+//! No crate implements this algorithm; this is our own implementation of its behaviour:
+//!
+//! * **Records.** Every file, symlink and directory has a *record digest*: SHA-256 over a
+//!   tarsum-v1 header (`name` empty, `mode`, `uid`, `gid`, `size`, `typeflag`, `linkname`, `uname`
+//!   and `gname` empty, `devmajor`, `devminor` – each key followed by its value, no mtime – then
+//!   the sorted extended attributes BuildKit keeps: `security.capability` and anything outside
+//!   `security.*`/`system.*`), followed, for a regular file, by its content. A file's name is not
+//!   part of its digest; a symlink is hashed by its target (mode `0777`, size 0).
+//! * **Directories** have two records: the *header* (as above, typeflag `5`, size 0) and the
+//!   *contents*: SHA-256 over `"\0"` + header digest, then for each child in byte order of its
+//!   name `"\0"` + name + the child's digest, where a child directory contributes its contents
+//!   digest. Digests enter these hashes in their `sha256:<hex>` text form.
+//! * **Build context** ([`hash_context`]): BuildKit receives the context with uid/gid reset to 0
+//!   and fakes the root's header as the digest of the empty string, so neither ownership nor the
+//!   root directory's mode affects anything; mtime never does.
+//! * **A directory on disk** ([`checksum_path`], BuildKit's `Checksum` of a snapshot): the root
+//!   header is the directory's own header, and ownership is taken from disk or reset, as asked.
+//! * **Looking up a path** follows symlinks in every component (and in the last one when
+//!   `follow_links`), each resolved within the root (`..` stops at the root, absolute targets
+//!   start from it), at most 255 links.
+//!
+//! Regular files are hashed on all cores, streamed through a fixed buffer, hardlinks (same device
+//! and inode) once. `sha2` uses the SHA-NI instructions when the CPU has them (runtime detection).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::num::NonZeroUsize;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread;
+
+use sha2::{Digest as _, Sha256};
+
+use super::statcache::{StatCache, StatKey, now_ns};
+use super::{Entry, EntryKind, StatInfo};
+use crate::cas::Digest;
+
+/// How many symlinks one lookup may follow, as in BuildKit.
+const MAX_SYMLINKS: usize = 255;
+/// Read buffer per hashing thread.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// Whose uid/gid go into record headers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Ownership {
+    /// uid and gid 0, as in a build context BuildKit received (its client resets them). The
+    /// default: ownership then never changes a digest or cache key.
+    #[default]
+    Reset,
+    /// The owner on disk, as BuildKit's checksum of a snapshot (e.g. `COPY --from` a stage) sees it.
+    OnDisk,
+}
+
+/// Options of [`checksum_path`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChecksumOptions {
+    /// Resolve the path's last component too when it is a symlink (BuildKit's `FollowLinks`).
+    pub follow_links: bool,
+    /// Whose uid/gid go into headers.
+    pub ownership: Ownership,
+}
+
+/// The digests BuildKit keeps for one path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathDigest {
+    /// The record digest of a file or symlink; a directory's recursive contents digest.
+    pub digest: Digest,
+    /// A directory's header record digest (`None` for files and symlinks).
+    pub dir_header: Option<Digest>,
+}
+
+/// What one hashing run did, for diagnostics and to show that a stat cache works.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HashStats {
+    /// Regular files whose content was read (each hardlinked inode once).
+    pub files_hashed: u64,
+    /// Content bytes read.
+    pub bytes_hashed: u64,
+    /// Directory and symlink headers computed from disk.
+    pub headers_hashed: u64,
+    /// Entries whose digest came from the stat cache.
+    pub cache_hits: u64,
+}
+
+/// Why a digest could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The path (after following symlinks) does not exist.
+    #[error("{}: not found", path.display())]
+    NotFound {
+        /// The path as it was asked for.
+        path: PathBuf,
+    },
+    /// Resolving the path followed more than 255 symlinks.
+    #[error("{}: too many links", path.display())]
+    TooManyLinks {
+        /// The path as it was asked for.
+        path: PathBuf,
+    },
+    /// A file, directory or symlink could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file on disk.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A file was replaced or changed type between the walk and the hashing.
+    #[error("{}: changed while the context was being hashed", path.display())]
+    Changed {
+        /// The file on disk.
+        path: PathBuf,
+    },
+    /// A directory holds something other than a file, directory or symlink.
+    #[error("{}: unsupported file type (only files, directories and symlinks are hashed)", path.display())]
+    Unsupported {
+        /// The file on disk.
+        path: PathBuf,
+    },
+    /// An entry's path is empty, absolute, or has an empty, `.` or `..` component.
+    #[error("context entry {}: invalid path", path.display())]
+    InvalidEntryPath {
+        /// The entry's path.
+        path: PathBuf,
+    },
+    /// Two entries have the same path.
+    #[error("context entry {}: listed twice", path.display())]
+    DuplicateEntry {
+        /// The entry's path.
+        path: PathBuf,
+    },
+    /// An entry's parent is not a directory entry.
+    #[error("context entry {}: parent {} is not a listed directory", path.display(), parent.display())]
+    MissingParent {
+        /// The entry's path.
+        path: PathBuf,
+        /// Its parent's path.
+        parent: PathBuf,
+    },
+}
+
+fn read_err(path: &Path) -> impl FnOnce(io::Error) -> HashError + '_ {
+    move |source| HashError::Read {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Digests of a walked build context: one per entry plus the whole context's.
+#[derive(Debug, Clone)]
+pub struct ContextHashes {
+    tree: Tree,
+    stats: HashStats,
+}
+
+impl ContextHashes {
+    /// The whole context's digest: BuildKit's checksum of `/` in the context (`COPY . …`).
+    pub fn digest(&self) -> Digest {
+        self.tree.nodes[0].result.digest
+    }
+
+    /// The digests of the entry at `path` (relative to the context root, no symlink resolution).
+    pub fn get(&self, path: &Path) -> Option<&PathDigest> {
+        self.tree
+            .index
+            .get(path.as_os_str().as_bytes())
+            .map(|&i| &self.tree.nodes[i].result)
+    }
+
+    /// Every entry's path and digests, in no particular order (the root is not included).
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &PathDigest)> {
+        self.tree.nodes[1..]
+            .iter()
+            .map(|n| (n.path.as_path(), &n.result))
+    }
+
+    /// What the hashing run did.
+    pub fn stats(&self) -> HashStats {
+        self.stats
+    }
+
+    /// BuildKit's checksum of `path` in this context (relative or `/`-rooted; `.`/`..` are resolved
+    /// lexically first), following symlinks within the context, the last one only if
+    /// `follow_links`. A directory gives its contents digest.
+    pub fn checksum(&self, path: &Path, follow_links: bool) -> Result<Digest, HashError> {
+        let resolved = resolve(path, follow_links, |p| {
+            Ok(
+                match self.tree.index.get(p).map(|&i| &self.tree.nodes[i].kind) {
+                    None => Lookup::Missing,
+                    Some(NodeKind::Symlink(target)) => Lookup::Symlink(target.clone()),
+                    Some(_) => Lookup::Other,
+                },
+            )
+        })?;
+        match self.tree.index.get(resolved.as_slice()) {
+            Some(&i) => Ok(self.tree.nodes[i].result.digest),
+            None => Err(HashError::NotFound {
+                path: path.to_owned(),
+            }),
+        }
+    }
+
+    /// The digest BuildKit gives a `COPY` whose sources are `paths` (no wildcards) in this context:
+    /// the paths are made absolute, those inside another listed path dropped, the rest sorted, each
+    /// checksummed (following links as `follow_links`, which Dockerfile `COPY` sets), and the
+    /// `sha256:` digests joined with NUL and hashed. No paths means the whole context, as in
+    /// BuildKit.
+    ///
+    /// ```
+    /// use nullspace_engine::context::contenthash::hash_context;
+    /// use nullspace_engine::context::{Entry, EntryKind, StatInfo};
+    /// use std::os::unix::fs::MetadataExt;
+    /// use std::path::Path;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// std::fs::write(dir.path().join("a.txt"), "hello")?;
+    /// let meta = std::fs::symlink_metadata(dir.path().join("a.txt"))?;
+    /// let entry = Entry {
+    ///     path: "a.txt".into(),
+    ///     kind: EntryKind::File,
+    ///     mode: meta.mode() & 0o7777,
+    ///     size: meta.size(),
+    ///     stat: StatInfo {
+    ///         dev: meta.dev(),
+    ///         ino: meta.ino(),
+    ///         nlink: meta.nlink(),
+    ///         mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+    ///         ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+    ///         uid: meta.uid(),
+    ///         gid: meta.gid(),
+    ///     },
+    /// };
+    /// let hashes = hash_context(dir.path(), &[entry], None)?;
+    /// let file = hashes.checksum(Path::new("a.txt"), true)?;
+    /// assert_eq!(file, hashes.get(Path::new("a.txt")).unwrap().digest);
+    /// let key = hashes.selection_digest(&[Path::new("a.txt")], true)?;
+    /// assert_eq!(key, nullspace_engine::cas::Digest::of(file.to_string().as_bytes()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn selection_digest<P: AsRef<Path>>(
+        &self,
+        paths: &[P],
+        follow_links: bool,
+    ) -> Result<Digest, HashError> {
+        let mut absolute: Vec<Vec<u8>> = paths
+            .iter()
+            .map(|p| {
+                let mut abs = b"/".to_vec();
+                abs.extend_from_slice(&clean(p.as_ref().as_os_str().as_bytes()).join(&b'/'));
+                abs
+            })
+            .collect();
+        if absolute.is_empty() {
+            absolute.push(b"/".to_vec());
+        }
+        absolute.sort();
+        absolute.dedup();
+        let kept: Vec<&Vec<u8>> = absolute
+            .iter()
+            .filter(|p1| {
+                !absolute.iter().any(|p2| {
+                    let parent: Vec<u8> = if p2.ends_with(b"/") {
+                        p2.to_vec()
+                    } else {
+                        [p2.as_slice(), b"/"].concat()
+                    };
+                    p1 != &p2 && p1.starts_with(&parent)
+                })
+            })
+            .collect();
+        let mut joined = Vec::with_capacity(kept.len() * 72);
+        for (i, p) in kept.iter().enumerate() {
+            if i > 0 {
+                joined.push(0);
+            }
+            let digest = self.checksum(Path::new(OsStr::from_bytes(p)), follow_links)?;
+            joined.extend_from_slice(&digest.to_prefixed_bytes());
+        }
+        Ok(Digest::of(&joined))
+    }
+}
+
+/// Hashes a walked build context as BuildKit would after receiving it.
+///
+/// `entries` are the walker's output: paths relative to `root`, every parent directory listed
+/// (order does not matter). With a `cache`, entries whose stat fields match a cached record are
+/// not read; afterwards `cache` holds exactly the current, non-racy entries (save it with
+/// [`StatCache::save`]).
+///
+/// Fails naming the file when an entry cannot be read or no longer is what the walk saw.
+pub fn hash_context(
+    root: &Path,
+    entries: &[Entry],
+    cache: Option<&mut StatCache>,
+) -> Result<ContextHashes, HashError> {
+    let (tree, stats) = hash_tree(root, entries, RootHeader::Empty, Ownership::Reset, cache)?;
+    Ok(ContextHashes { tree, stats })
+}
+
+/// BuildKit's checksum of `path` inside the directory tree at `root` (its `Checksum` of a
+/// snapshot), read from disk: a file's or symlink's record digest, or a directory's contents
+/// digest, whose own header comes from the directory's metadata.
+///
+/// `path` is relative to `root` (or `/`-rooted); `.` and `..` are resolved lexically, and symlinks
+/// within `root`. For a build context prefer [`hash_context`], which matches what BuildKit
+/// receives (ownership reset, root header empty, ignored files absent).
+///
+/// ```
+/// use nullspace_engine::context::contenthash::{checksum_path, ChecksumOptions};
+/// use std::path::Path;
+/// let dir = tempfile::tempdir()?;
+/// let foo = dir.path().join("foo");
+/// std::fs::write(&foo, "data0")?;
+/// std::fs::set_permissions(&foo, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+/// let digest = checksum_path(dir.path(), Path::new("foo"), &ChecksumOptions::default())?;
+/// // The digest BuildKit's own tests assert for this file.
+/// assert_eq!(
+///     digest.to_string(),
+///     "sha256:cd8e75bca50f2d695f220d0cb0997d8ead387e4f926e8669a92d7f104cc9885b"
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn checksum_path(
+    root: &Path,
+    path: &Path,
+    options: &ChecksumOptions,
+) -> Result<Digest, HashError> {
+    let resolved = resolve(path, options.follow_links, |p| {
+        let full = join(root, p);
+        match fs::symlink_metadata(&full) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = fs::read_link(&full).map_err(read_err(&full))?;
+                Ok(Lookup::Symlink(
+                    target.into_os_string().into_encoded_bytes(),
+                ))
+            }
+            Ok(_) => Ok(Lookup::Other),
+            Err(e) if is_missing(&e) => Ok(Lookup::Missing),
+            Err(e) => Err(read_err(&full)(e)),
+        }
+    })?;
+    let full = join(root, &resolved);
+    let meta = match fs::symlink_metadata(&full) {
+        Ok(meta) => meta,
+        Err(e) if is_missing(&e) => {
+            return Err(HashError::NotFound {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) => return Err(read_err(&full)(e)),
+    };
+    let rel = PathBuf::from(OsStr::from_bytes(&resolved));
+    let entry = entry_from_metadata(rel, &meta, &full)?;
+    if entry.kind != EntryKind::Dir {
+        let mut buf = vec![0u8; READ_BUFFER];
+        return Ok(leaf_digest(&full, &entry, options.ownership, &mut buf)?.digest);
+    }
+    let entries = walk_dir(&full)?;
+    let header = header_digest(&full, &entry, options.ownership)?;
+    let (tree, _) = hash_tree(
+        &full,
+        &entries,
+        RootHeader::Digest(header),
+        options.ownership,
+        None,
+    )?;
+    Ok(tree.nodes[0].result.digest)
+}
+
+fn is_missing(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory
+}
+
+fn join(root: &Path, rel: &[u8]) -> PathBuf {
+    if rel.is_empty() {
+        root.to_owned()
+    } else {
+        root.join(OsStr::from_bytes(rel))
+    }
+}
+
+/// Lists the directory tree under `base` (not following symlinks), iteratively.
+fn walk_dir(base: &Path) -> Result<Vec<Entry>, HashError> {
+    let mut entries = Vec::new();
+    let mut pending = vec![PathBuf::new()];
+    while let Some(rel) = pending.pop() {
+        let dir = base.join(&rel);
+        for item in fs::read_dir(&dir).map_err(read_err(&dir))? {
+            let item = item.map_err(read_err(&dir))?;
+            let child = rel.join(item.file_name());
+            let full = base.join(&child);
+            let meta = fs::symlink_metadata(&full).map_err(read_err(&full))?;
+            let entry = entry_from_metadata(child, &meta, &full)?;
+            if entry.kind == EntryKind::Dir {
+                pending.push(entry.path.clone());
+            }
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+fn entry_from_metadata(
+    path: PathBuf,
+    meta: &fs::Metadata,
+    full: &Path,
+) -> Result<Entry, HashError> {
+    let ft = meta.file_type();
+    let kind = if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_symlink() {
+        EntryKind::Symlink {
+            target: fs::read_link(full).map_err(read_err(full))?,
+        }
+    } else {
+        return Err(HashError::Unsupported {
+            path: full.to_owned(),
+        });
+    };
+    Ok(Entry {
+        path,
+        size: if kind == EntryKind::Dir {
+            0
+        } else {
+            meta.size()
+        },
+        kind,
+        mode: meta.mode() & 0o7777,
+        stat: StatInfo {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            nlink: meta.nlink(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            uid: meta.uid(),
+            gid: meta.gid(),
+        },
+    })
+}
+
+/// What a path component is, for symlink resolution.
+enum Lookup {
+    Missing,
+    Symlink(Vec<u8>),
+    Other,
+}
+
+/// Splits `path` into components, dropping empty and `.` ones and applying `..` lexically
+/// (never above the root), like Go's `path.Join("/", p)`.
+fn clean(path: &[u8]) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for part in path.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            _ => out.push(part),
+        }
+    }
+    out
+}
+
+/// Resolves `path` within a root, following symlinks in every component and, if
+/// `follow_trailing`, in the last; returns the resolved path relative to the root (`""` for the
+/// root). Missing components are kept lexically, as BuildKit does.
+fn resolve(
+    path: &Path,
+    follow_trailing: bool,
+    mut lookup: impl FnMut(&[u8]) -> Result<Lookup, HashError>,
+) -> Result<Vec<u8>, HashError> {
+    let mut remaining: Vec<Vec<u8>> = clean(path.as_os_str().as_bytes())
+        .into_iter()
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut current: Vec<Vec<u8>> = Vec::new();
+    let mut links = 0;
+    while let Some(part) = remaining.pop() {
+        match part.as_slice() {
+            b"" | b"." => continue,
+            b".." => {
+                current.pop();
+                continue;
+            }
+            _ => {}
+        }
+        current.push(part);
+        let joined = current.join(&b'/');
+        if let Lookup::Symlink(target) = lookup(&joined)?
+            && (follow_trailing || !remaining.is_empty())
+        {
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return Err(HashError::TooManyLinks {
+                    path: path.to_owned(),
+                });
+            }
+            current.pop();
+            if target.starts_with(b"/") {
+                current.clear();
+            }
+            // `remaining` is a stack: push the target's components last-first.
+            remaining.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+        }
+    }
+    Ok(current.join(&b'/'))
+}
+
+#[derive(Debug, Clone)]
+enum NodeKind {
+    Dir,
+    File,
+    Symlink(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+struct Node {
+    path: PathBuf,
+    kind: NodeKind,
+    result: PathDigest,
+}
+
+/// A hashed tree: `nodes[0]` is the root, `index` maps `/`-joined relative path bytes to nodes.
+#[derive(Debug, Clone)]
+struct Tree {
+    nodes: Vec<Node>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+/// The root directory's header record.
+enum RootHeader {
+    /// The digest of the empty string, which BuildKit uses for a received context's root.
+    Empty,
+    /// A given digest (the directory's own header, for a snapshot).
+    Digest(Digest),
+}
+
+fn valid_entry_path(path: &[u8]) -> bool {
+    !path.is_empty()
+        && path
+            .split(|&b| b == b'/')
+            .all(|c| !matches!(c, b"" | b"." | b".."))
+}
+
+/// Hashes `entries` found under `base`; see the module docs.
+fn hash_tree(
+    base: &Path,
+    entries: &[Entry],
+    root_header: RootHeader,
+    ownership: Ownership,
+    cache: Option<&mut StatCache>,
+) -> Result<(Tree, HashStats), HashError> {
+    let n = entries.len() + 1;
+    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(n);
+    index.insert(Vec::new(), 0);
+    for (i, e) in entries.iter().enumerate() {
+        let bytes = e.path.as_os_str().as_bytes();
+        if !valid_entry_path(bytes) {
+            return Err(HashError::InvalidEntryPath {
+                path: e.path.clone(),
+            });
+        }
+        if index.insert(bytes.to_vec(), i + 1).is_some() {
+            return Err(HashError::DuplicateEntry {
+                path: e.path.clone(),
+            });
+        }
+    }
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut depth = vec![0usize; n];
+    for (i, e) in entries.iter().enumerate() {
+        let bytes = e.path.as_os_str().as_bytes();
+        let parent = match bytes.iter().rposition(|&b| b == b'/') {
+            Some(slash) => &bytes[..slash],
+            None => &[][..],
+        };
+        let parent_idx = index
+            .get(parent)
+            .copied()
+            .filter(|&p| p == 0 || entries[p - 1].kind == EntryKind::Dir);
+        let Some(p) = parent_idx else {
+            return Err(HashError::MissingParent {
+                path: e.path.clone(),
+                parent: PathBuf::from(OsStr::from_bytes(parent)),
+            });
+        };
+        children[p].push(i + 1);
+        depth[i + 1] = bytes.iter().filter(|&&b| b == b'/').count() + 1;
+    }
+
+    let mut stats = HashStats::default();
+    let mut leaf: Vec<Option<Digest>> = vec![None; n];
+    leaf[0] = Some(match root_header {
+        RootHeader::Empty => Digest::of(b""),
+        RootHeader::Digest(d) => d,
+    });
+    let mut fresh = cache.as_deref().map(StatCache::fresh);
+    if let (Some(old), Some(fresh)) = (cache.as_deref(), fresh.as_mut()) {
+        for (i, e) in entries.iter().enumerate() {
+            if let Some(d) = old.lookup(e) {
+                leaf[i + 1] = Some(d);
+                fresh.carry(old, e);
+                stats.cache_hits += 1;
+            }
+        }
+    }
+
+    // One job per path to read, hardlinked files grouped so that their content is read once.
+    let mut jobs: Vec<Vec<usize>> = Vec::new();
+    let mut by_inode: HashMap<(u64, u64), usize> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        if leaf[i + 1].is_some() {
+            continue;
+        }
+        if e.kind == EntryKind::File && e.stat.nlink > 1 {
+            match by_inode.get(&(e.stat.dev, e.stat.ino)) {
+                Some(&job) => jobs[job].push(i),
+                None => {
+                    by_inode.insert((e.stat.dev, e.stat.ino), jobs.len());
+                    jobs.push(vec![i]);
+                }
+            }
+        } else {
+            jobs.push(vec![i]);
+        }
+    }
+    let results = parallel_map(jobs.len(), |j, buf| {
+        let e = &entries[jobs[j][0]];
+        leaf_digest(&base.join(&e.path), e, ownership, buf)
+    })?;
+    for (job, out) in jobs.iter().zip(results) {
+        match entries[job[0]].kind {
+            EntryKind::File => {
+                stats.files_hashed += 1;
+                stats.bytes_hashed += out.bytes;
+            }
+            _ => stats.headers_hashed += 1,
+        }
+        for &i in job {
+            leaf[i + 1] = Some(out.digest);
+            if let Some(fresh) = fresh.as_mut() {
+                fresh.record(&entries[i], out.verified, out.observed_at_ns, out.digest);
+            }
+        }
+    }
+    if let (Some(cache), Some(fresh)) = (cache, fresh) {
+        *cache = fresh;
+    }
+
+    // Directory contents, deepest first so that every child directory is done before its parent.
+    let mut contents: Vec<Option<Digest>> = vec![None; n];
+    let mut dirs: Vec<usize> = std::iter::once(0)
+        .chain((1..n).filter(|&i| entries[i - 1].kind == EntryKind::Dir))
+        .collect();
+    dirs.sort_by_key(|&i| std::cmp::Reverse(depth[i]));
+    let name_of = |i: usize| -> &[u8] {
+        let bytes = entries[i - 1].path.as_os_str().as_bytes();
+        match bytes.iter().rposition(|&b| b == b'/') {
+            Some(slash) => &bytes[slash + 1..],
+            None => bytes,
+        }
+    };
+    for d in dirs {
+        let kids = &mut children[d];
+        kids.sort_by(|&a, &b| name_of(a).cmp(name_of(b)));
+        let mut h = Sha256::new();
+        h.update(b"\0");
+        h.update(
+            leaf[d]
+                .unwrap_or_else(|| Digest::of(b""))
+                .to_prefixed_bytes(),
+        );
+        for &c in kids.iter() {
+            h.update(b"\0");
+            h.update(name_of(c));
+            let child = contents[c].or(leaf[c]).unwrap_or_else(|| Digest::of(b""));
+            h.update(child.to_prefixed_bytes());
+        }
+        contents[d] = Some(Digest::from_hasher(h));
+    }
+
+    let mut nodes = Vec::with_capacity(n);
+    let root_contents = contents[0].unwrap_or_else(|| Digest::of(b""));
+    nodes.push(Node {
+        path: PathBuf::new(),
+        kind: NodeKind::Dir,
+        result: PathDigest {
+            digest: root_contents,
+            dir_header: leaf[0],
+        },
+    });
+    for (i, e) in entries.iter().enumerate() {
+        let header = leaf[i + 1].unwrap_or_else(|| Digest::of(b""));
+        let (kind, result) = match &e.kind {
+            EntryKind::Dir => (
+                NodeKind::Dir,
+                PathDigest {
+                    digest: contents[i + 1].unwrap_or(header),
+                    dir_header: Some(header),
+                },
+            ),
+            EntryKind::File => (
+                NodeKind::File,
+                PathDigest {
+                    digest: header,
+                    dir_header: None,
+                },
+            ),
+            EntryKind::Symlink { target } => (
+                NodeKind::Symlink(target.as_os_str().as_bytes().to_vec()),
+                PathDigest {
+                    digest: header,
+                    dir_header: None,
+                },
+            ),
+        };
+        nodes.push(Node {
+            path: e.path.clone(),
+            kind,
+            result,
+        });
+    }
+    Ok((Tree { nodes, index }, stats))
+}
+
+/// Runs `f(0..n)` on all cores, each worker with its own read buffer; returns the results in
+/// order, or the error of the lowest failing index.
+fn parallel_map<T: Send>(
+    n: usize,
+    f: impl Fn(usize, &mut Vec<u8>) -> Result<T, HashError> + Sync,
+) -> Result<Vec<T>, HashError> {
+    let workers = thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(n);
+    if workers <= 1 {
+        let mut buf = vec![0u8; READ_BUFFER];
+        return (0..n).map(|i| f(i, &mut buf)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let per_worker: Vec<Vec<(usize, Result<T, HashError>)>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; READ_BUFFER];
+                    let mut out = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            break;
+                        }
+                        let r = f(i, &mut buf);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        out.push((i, r));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut all: Vec<(usize, Result<T, HashError>)> = per_worker.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// A record digest computed from disk, with what the stat cache needs to know about it.
+struct LeafOut {
+    digest: Digest,
+    bytes: u64,
+    /// The entry's stat as observed right before it was read.
+    verified: StatKey,
+    observed_at_ns: i128,
+}
+
+/// Computes the record digest of the file, symlink or directory header at `full`.
+fn leaf_digest(
+    full: &Path,
+    entry: &Entry,
+    ownership: Ownership,
+    buf: &mut [u8],
+) -> Result<LeafOut, HashError> {
+    let observed_at_ns = now_ns();
+    if entry.kind != EntryKind::File {
+        let meta = fs::symlink_metadata(full).map_err(read_err(full))?;
+        let verified = same_inode(full, entry, &meta)?;
+        let digest = header_digest(full, entry, ownership)?;
+        return Ok(LeafOut {
+            digest,
+            bytes: 0,
+            verified,
+            observed_at_ns,
+        });
+    }
+    // O_NOFOLLOW and the inode check: a file swapped for a symlink after the walk must not make us
+    // read something outside the context. O_NONBLOCK: a FIFO swapped in must not block the open
+    // (it has no effect on regular files).
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(full)
+        .map_err(read_err(full))?;
+    let meta = file.metadata().map_err(read_err(full))?;
+    let verified = same_inode(full, entry, &meta)?;
+    let mut h = Sha256::new();
+    write_header(
+        &mut h,
+        entry,
+        ownership,
+        &read_xattrs(XattrSource::Fd(&file)).map_err(read_err(full))?,
+    );
+    let mut bytes = 0u64;
+    loop {
+        let got = match file.read(buf) {
+            Ok(0) => break,
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_err(full)(e)),
+        };
+        h.update(&buf[..got]);
+        bytes += got as u64;
+    }
+    Ok(LeafOut {
+        digest: Digest::from_hasher(h),
+        bytes,
+        verified,
+        observed_at_ns,
+    })
+}
+
+/// Checks that `meta` (observed now) is still the inode and kind the walk recorded for `entry`.
+fn same_inode(full: &Path, entry: &Entry, meta: &fs::Metadata) -> Result<StatKey, HashError> {
+    let key = StatKey::of_metadata(meta).ok_or_else(|| HashError::Changed {
+        path: full.to_owned(),
+    })?;
+    let same_kind = match entry.kind {
+        EntryKind::File => meta.file_type().is_file(),
+        EntryKind::Dir => meta.file_type().is_dir(),
+        EntryKind::Symlink { .. } => meta.file_type().is_symlink(),
+    };
+    if !same_kind || meta.dev() != entry.stat.dev || meta.ino() != entry.stat.ino {
+        return Err(HashError::Changed {
+            path: full.to_owned(),
+        });
+    }
+    Ok(key)
+}
+
+/// The header record digest of a directory or symlink.
+fn header_digest(full: &Path, entry: &Entry, ownership: Ownership) -> Result<Digest, HashError> {
+    let xattrs = read_xattrs(XattrSource::Path(full)).map_err(read_err(full))?;
+    let mut h = Sha256::new();
+    write_header(&mut h, entry, ownership, &xattrs);
+    Ok(Digest::from_hasher(h))
+}
+
+/// Feeds BuildKit's tarsum-v1 header for `entry` into `h`.
+fn write_header(
+    h: &mut Sha256,
+    entry: &Entry,
+    ownership: Ownership,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+) {
+    let (uid, gid) = match ownership {
+        Ownership::Reset => (0, 0),
+        Ownership::OnDisk => (entry.stat.uid, entry.stat.gid),
+    };
+    let (typeflag, size, linkname, mode): (&[u8], u64, &[u8], u32) = match &entry.kind {
+        EntryKind::File => (b"0", entry.size, b"", entry.mode),
+        EntryKind::Dir => (b"5", 0, b"", entry.mode),
+        EntryKind::Symlink { target } => {
+            (b"2", 0, target.as_os_str().as_bytes(), entry.mode | 0o777)
+        }
+    };
+    h.update(b"name");
+    h.update(b"mode");
+    h.update(mode.to_string());
+    h.update(b"uid");
+    h.update(uid.to_string());
+    h.update(b"gid");
+    h.update(gid.to_string());
+    h.update(b"size");
+    h.update(size.to_string());
+    h.update(b"typeflag");
+    h.update(typeflag);
+    h.update(b"linkname");
+    h.update(linkname);
+    h.update(b"unamegnamedevmajor0devminor0");
+    for (name, value) in xattrs {
+        h.update(name);
+        h.update(value);
+    }
+}
+
+enum XattrSource<'a> {
+    Path(&'a Path),
+    Fd(&'a File),
+}
+
+/// The extended attributes BuildKit puts in a header, sorted by name: those fsutil sends (all but
+/// `com.apple.*`) that tarsum v1 keeps (`security.capability`, and none other in `security.*` or
+/// `system.*`). A filesystem without xattr support has none.
+fn read_xattrs(src: XattrSource<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = match read_sized(|buf| match &src {
+        XattrSource::Path(p) => rustix::fs::llistxattr(*p, buf),
+        XattrSource::Fd(f) => rustix::fs::flistxattr(f.as_fd(), buf),
+    }) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let kept = !name.starts_with(b"com.apple.")
+            && (name == b"security.capability"
+                || !(name.starts_with(b"security.") || name.starts_with(b"system.")));
+        if !kept {
+            continue;
+        }
+        let cname = OsStr::from_bytes(name);
+        let value = read_sized(|buf| match &src {
+            XattrSource::Path(p) => rustix::fs::lgetxattr(*p, cname, buf),
+            XattrSource::Fd(f) => rustix::fs::fgetxattr(f.as_fd(), cname, buf),
+        });
+        // fsutil skips attributes it cannot read (e.g. removed meanwhile).
+        if let Ok(value) = value {
+            out.push((name.to_vec(), value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Calls an xattr syscall with a buffer that grows until the result fits.
+fn read_sized(mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    for _ in 0..16 {
+        match call(&mut buf) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => {
+                let bigger = call(&mut [])?.max(buf.len() * 2);
+                buf.resize(bigger, 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::other("extended attributes keep growing"))
+}

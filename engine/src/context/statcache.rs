@@ -1,1 +1,549 @@
-//! Placeholder: being written.
+//! A persisted stat cache, so that re-hashing an unchanged context only stats its files.
+//!
+//! Like git's index, it maps a context path to the `stat(2)` fields that change whenever the
+//! file does (device, inode, size, mtime, ctime, mode and kind) and to the digest computed from
+//! it: for a regular file its BuildKit file digest, for a directory its header digest, for a
+//! symlink its record digest (see [`contenthash`](super::contenthash)). uid and gid are not part of
+//! the key because they are not part of a build context's digests.
+//!
+//! **Racy entries.** A file modified twice within one timestamp tick keeps its mtime, so a stat
+//! match cannot tell that the second write happened after it was hashed. As in git's racy-git
+//! rule, an entry is trusted only if its mtime and ctime are older, by at least the racy window
+//! (the timestamp granularity, [`DEFAULT_RACY_WINDOW`]), than both the moment the file was
+//! stat-verified for hashing and the cache file's own write time. Racy entries are simply left
+//! out and re-hashed next time.
+//!
+//! **Format** (all integers little-endian): the magic `NSSTATC\0`, a `u32` version, a `u32` of
+//! reserved zero, a `u64` record count, the records (`u32` path length, path bytes, `u8` kind,
+//! `u32` mode, `u64` dev, `u64` ino, `u64` size, `i128` mtime ns, `i128` ctime ns, 32 digest
+//! bytes), then the SHA-256 of everything before it. A missing file is an empty cache; a corrupt,
+//! truncated or foreign one is an empty cache and a `tracing` warning. Writes go to a temp file
+//! that is fsynced and renamed over the old one, then the directory is fsynced.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{Entry, EntryKind};
+use crate::cas::{Digest, fsync_dir};
+
+/// The timestamp granularity assumed when deciding that an entry is racy: wide enough for
+/// filesystems with whole-second (or FAT's two-second) timestamps.
+pub const DEFAULT_RACY_WINDOW: Duration = Duration::from_secs(2);
+
+const MAGIC: &[u8; 8] = b"NSSTATC\0";
+const VERSION: u32 = 1;
+const HEADER_LEN: usize = 8 + 4 + 4 + 8;
+/// Every field of a record but the path bytes.
+const RECORD_FIXED_LEN: usize = 4 + 1 + 4 + 8 + 8 + 8 + 16 + 16 + 32;
+
+/// Why a stat cache could not be saved (loading never fails).
+#[derive(Debug, thiserror::Error)]
+pub enum StatCacheError {
+    /// A filesystem operation on the cache file or its temp file failed.
+    #[error("stat cache {op} {path}: {source}")]
+    Io {
+        /// The operation, e.g. `rename`.
+        op: &'static str,
+        /// The file it was applied to.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// The stat fields an entry's digest is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatKey {
+    kind: u8,
+    mode: u32,
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl StatKey {
+    /// The key of a walked entry.
+    pub(crate) fn of_entry(entry: &Entry) -> Self {
+        Self {
+            kind: kind_code(&entry.kind),
+            mode: entry.mode & 0o7777,
+            dev: entry.stat.dev,
+            ino: entry.stat.ino,
+            size: entry.size,
+            mtime_ns: entry.stat.mtime_ns,
+            ctime_ns: entry.stat.ctime_ns,
+        }
+    }
+
+    /// The key of what `lstat`/`fstat` says now, in the same terms as [`of_entry`](Self::of_entry).
+    pub(crate) fn of_metadata(meta: &fs::Metadata) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            0
+        } else if ft.is_dir() {
+            1
+        } else if ft.is_symlink() {
+            2
+        } else {
+            return None;
+        };
+        Some(Self {
+            kind,
+            mode: meta.mode() & 0o7777,
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: if kind == 1 { 0 } else { meta.size() },
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        })
+    }
+
+    /// Whether a change made after `observed_at_ns` could still leave these timestamps unchanged.
+    fn racy(&self, observed_at_ns: i128, window_ns: i128) -> bool {
+        self.mtime_ns >= observed_at_ns - window_ns || self.ctime_ns >= observed_at_ns - window_ns
+    }
+}
+
+fn kind_code(kind: &EntryKind) -> u8 {
+    match kind {
+        EntryKind::File => 0,
+        EntryKind::Dir => 1,
+        EntryKind::Symlink { .. } => 2,
+    }
+}
+
+/// The current wall-clock time in nanoseconds since the epoch.
+pub(crate) fn now_ns() -> i128 {
+    system_time_ns(SystemTime::now())
+}
+
+fn system_time_ns(t: SystemTime) -> i128 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    key: StatKey,
+    digest: Digest,
+}
+
+/// Digests of context entries keyed by their stat fields; see the [module docs](self).
+///
+/// ```
+/// use nullspace_engine::context::statcache::StatCache;
+/// let dir = tempfile::tempdir()?;
+/// let file = dir.path().join("stat.cache");
+/// let cache = StatCache::load(&file); // missing: empty
+/// assert!(cache.is_empty());
+/// cache.save(&file)?;
+/// assert!(StatCache::load(&file).is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct StatCache {
+    records: HashMap<PathBuf, Record>,
+    /// The write time of the file this cache was loaded from, when it was.
+    file_written_ns: Option<i128>,
+    racy_window_ns: i128,
+}
+
+impl Default for StatCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn save_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StatCacheError + 'a {
+    move |source| StatCacheError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl StatCache {
+    /// An empty cache with the [`DEFAULT_RACY_WINDOW`].
+    pub fn new() -> Self {
+        Self {
+            records: HashMap::new(),
+            file_written_ns: None,
+            racy_window_ns: DEFAULT_RACY_WINDOW.as_nanos() as i128,
+        }
+    }
+
+    /// Sets the timestamp granularity used for the racy rule (builder style).
+    pub fn with_racy_window(mut self, window: Duration) -> Self {
+        self.racy_window_ns = window.as_nanos().min(i128::MAX as u128) as i128;
+        self
+    }
+
+    /// Loads the cache saved at `path`. A missing file gives an empty cache; an unreadable,
+    /// corrupt, truncated or foreign one gives an empty cache and a warning.
+    pub fn load(path: &Path) -> Self {
+        let mut cache = Self::new();
+        let data = match fs::read(path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                tracing::debug!(path = %path.display(), "no stat cache yet");
+                return cache;
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read stat cache; starting empty");
+                return cache;
+            }
+        };
+        let written = match fs::metadata(path).and_then(|m| m.modified()) {
+            Ok(t) => system_time_ns(t),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot stat stat cache; starting empty");
+                return cache;
+            }
+        };
+        match parse(&data) {
+            Ok(records) => {
+                cache.records = records;
+                cache.file_written_ns = Some(written);
+            }
+            Err(why) => {
+                tracing::warn!(path = %path.display(), reason = why, "corrupt stat cache; starting empty");
+            }
+        }
+        cache
+    }
+
+    /// Writes the cache to `path` atomically (temp file, fsync, rename, directory fsync).
+    pub fn save(&self, path: &Path) -> Result<(), StatCacheError> {
+        let data = self.encode();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut tmp_name = path.file_name().unwrap_or(path.as_os_str()).to_owned();
+        tmp_name.push(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = dir.join(tmp_name);
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(save_err("create", &tmp))?;
+            file.write_all(&data).map_err(save_err("write", &tmp))?;
+            file.sync_all().map_err(save_err("fsync", &tmp))?;
+            drop(file);
+            fs::rename(&tmp, path).map_err(save_err("rename", &tmp))?;
+            fsync_dir(&dir).map_err(save_err("fsync", &dir))
+        })();
+        if result.is_err()
+            && let Err(e) = fs::remove_file(&tmp)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %tmp.display(), error = %e, "cannot remove stat cache temp file");
+        }
+        result
+    }
+
+    /// How many entries the cache holds.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The digest cached for `entry`, if its stat fields are unchanged and it is not racy.
+    pub fn lookup(&self, entry: &Entry) -> Option<Digest> {
+        let record = self.records.get(&entry.path)?;
+        let key = StatKey::of_entry(entry);
+        if record.key != key {
+            return None;
+        }
+        if let Some(written) = self.file_written_ns
+            && key.racy(written, self.racy_window_ns)
+        {
+            return None;
+        }
+        Some(record.digest)
+    }
+
+    /// An empty cache with this one's racy window, to fill during a hashing run.
+    pub(crate) fn fresh(&self) -> Self {
+        Self {
+            records: HashMap::new(),
+            file_written_ns: None,
+            racy_window_ns: self.racy_window_ns,
+        }
+    }
+
+    /// Copies `entry`'s record from `from` (after a [`lookup`](Self::lookup) hit).
+    pub(crate) fn carry(&mut self, from: &Self, entry: &Entry) {
+        if let Some(record) = from.records.get(&entry.path) {
+            self.records.insert(entry.path.clone(), *record);
+        }
+    }
+
+    /// Records `digest` for `entry` if what was stat-verified at `observed_at_ns` (`verified`) is
+    /// exactly the entry's key and the entry is not racy.
+    pub(crate) fn record(
+        &mut self,
+        entry: &Entry,
+        verified: StatKey,
+        observed_at_ns: i128,
+        digest: Digest,
+    ) {
+        let key = StatKey::of_entry(entry);
+        if key == verified && !key.racy(observed_at_ns, self.racy_window_ns) {
+            self.records
+                .insert(entry.path.clone(), Record { key, digest });
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut paths: Vec<&PathBuf> = self.records.keys().collect();
+        paths.sort();
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + self.records.len() * (RECORD_FIXED_LEN + 32) + 32);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(paths.len() as u64).to_le_bytes());
+        for path in paths {
+            let Some(r) = self.records.get(path) else {
+                continue;
+            };
+            let bytes = path.as_os_str().as_bytes();
+            // Paths longer than u32::MAX bytes cannot exist on any real filesystem.
+            let Ok(len) = u32::try_from(bytes.len()) else {
+                continue;
+            };
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(bytes);
+            out.push(r.key.kind);
+            out.extend_from_slice(&r.key.mode.to_le_bytes());
+            out.extend_from_slice(&r.key.dev.to_le_bytes());
+            out.extend_from_slice(&r.key.ino.to_le_bytes());
+            out.extend_from_slice(&r.key.size.to_le_bytes());
+            out.extend_from_slice(&r.key.mtime_ns.to_le_bytes());
+            out.extend_from_slice(&r.key.ctime_ns.to_le_bytes());
+            out.extend_from_slice(r.digest.as_bytes());
+        }
+        let sum: [u8; 32] = Sha256::digest(&out).into();
+        out.extend_from_slice(&sum);
+        out
+    }
+}
+
+/// A bounds-checked cursor over the cache file.
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if self.data.len() < n {
+            return Err("truncated");
+        }
+        let (head, rest) = self.data.split_at(n);
+        self.data = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        self.take(N)?.try_into().map_err(|_| "truncated")
+    }
+}
+
+fn parse(data: &[u8]) -> Result<HashMap<PathBuf, Record>, &'static str> {
+    if data.len() < HEADER_LEN + 32 {
+        return Err("truncated");
+    }
+    let (body, sum) = data.split_at(data.len() - 32);
+    if Sha256::digest(body).as_slice() != sum {
+        return Err("checksum mismatch");
+    }
+    let mut r = Reader { data: body };
+    if r.take(8)? != MAGIC {
+        return Err("not a stat cache");
+    }
+    if u32::from_le_bytes(r.array()?) != VERSION {
+        return Err("unsupported version");
+    }
+    r.take(4)?;
+    let count = u64::from_le_bytes(r.array()?);
+    // Each record takes at least RECORD_FIXED_LEN bytes: a larger count is a lie, not a reason to
+    // allocate.
+    if count > (r.data.len() / RECORD_FIXED_LEN) as u64 {
+        return Err("record count exceeds file size");
+    }
+    let mut records = HashMap::with_capacity(count as usize);
+    for _ in 0..count {
+        let len = u32::from_le_bytes(r.array()?) as usize;
+        let path = PathBuf::from(std::ffi::OsString::from_vec(r.take(len)?.to_vec()));
+        let key = StatKey {
+            kind: r.array::<1>()?[0],
+            mode: u32::from_le_bytes(r.array()?),
+            dev: u64::from_le_bytes(r.array()?),
+            ino: u64::from_le_bytes(r.array()?),
+            size: u64::from_le_bytes(r.array()?),
+            mtime_ns: i128::from_le_bytes(r.array()?),
+            ctime_ns: i128::from_le_bytes(r.array()?),
+        };
+        if key.kind > 2 {
+            return Err("unknown entry kind");
+        }
+        let digest = Digest::from_bytes(r.array()?);
+        records.insert(path, Record { key, digest });
+    }
+    if !r.data.is_empty() {
+        return Err("trailing bytes");
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::StatInfo;
+
+    fn entry(path: &str, mtime_ns: i128) -> Entry {
+        Entry {
+            path: PathBuf::from(path),
+            kind: EntryKind::File,
+            mode: 0o644,
+            size: 5,
+            stat: StatInfo {
+                dev: 1,
+                ino: 2,
+                nlink: 1,
+                mtime_ns,
+                ctime_ns: mtime_ns,
+                uid: 0,
+                gid: 0,
+            },
+        }
+    }
+
+    fn key_of(e: &Entry) -> StatKey {
+        StatKey::of_entry(e)
+    }
+
+    const HOUR_NS: i128 = 3_600_000_000_000;
+
+    #[test]
+    fn round_trips_and_rejects_changed_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        let e = entry("a/b", now_ns() - HOUR_NS);
+        let mut cache = StatCache::new();
+        cache.record(&e, key_of(&e), now_ns(), Digest::of(b"x"));
+        cache.save(&file).unwrap();
+        let loaded = StatCache::load(&file);
+        assert_eq!(loaded.lookup(&e), Some(Digest::of(b"x")));
+        let mut changed = e.clone();
+        changed.stat.mtime_ns += 1;
+        assert_eq!(loaded.lookup(&changed), None);
+        let mut resized = e.clone();
+        resized.size = 6;
+        assert_eq!(loaded.lookup(&resized), None);
+        let mut chmodded = e.clone();
+        chmodded.mode = 0o755;
+        assert_eq!(loaded.lookup(&chmodded), None);
+    }
+
+    #[test]
+    fn racy_entries_are_not_recorded_or_trusted() {
+        let now = now_ns();
+        let fresh = entry("new", now);
+        let mut cache = StatCache::new();
+        cache.record(&fresh, key_of(&fresh), now, Digest::of(b"x"));
+        assert!(
+            cache.is_empty(),
+            "an entry modified within the racy window must not be recorded"
+        );
+
+        // Recorded as old, but the cache file turns out to be written within the window of its
+        // timestamps (e.g. clocks disagree): lookup must not trust it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        let e = entry("f", now + HOUR_NS);
+        cache.record(&e, key_of(&e), now + 2 * HOUR_NS, Digest::of(b"y"));
+        assert_eq!(cache.len(), 1);
+        cache.save(&file).unwrap();
+        assert_eq!(StatCache::load(&file).lookup(&e), None);
+    }
+
+    #[test]
+    fn mismatched_verification_is_not_recorded() {
+        let e = entry("a", now_ns() - HOUR_NS);
+        let mut other = key_of(&e);
+        other.ino += 1;
+        let mut cache = StatCache::new();
+        cache.record(&e, other, now_ns(), Digest::of(b"x"));
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn corrupt_or_truncated_files_load_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        let mut cache = StatCache::new();
+        for i in 0..20 {
+            let e = entry(&format!("f{i}"), now_ns() - HOUR_NS);
+            cache.record(&e, key_of(&e), now_ns(), Digest::of(b"x"));
+        }
+        cache.save(&file).unwrap();
+        let good = fs::read(&file).unwrap();
+        assert_eq!(StatCache::load(&file).len(), 20);
+        for cut in [0, 1, 7, HEADER_LEN, good.len() / 2, good.len() - 1] {
+            fs::write(&file, &good[..cut]).unwrap();
+            assert!(StatCache::load(&file).is_empty(), "truncated at {cut}");
+        }
+        for flip in [0, 9, HEADER_LEN + 2, good.len() - 40, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[flip] ^= 0x40;
+            fs::write(&file, &bad).unwrap();
+            assert!(StatCache::load(&file).is_empty(), "byte {flip} flipped");
+        }
+        // A well-formed checksum over a lying record count must not allocate or panic.
+        let mut lying = good[..HEADER_LEN].to_vec();
+        lying[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        let sum: [u8; 32] = Sha256::digest(&lying).into();
+        lying.extend_from_slice(&sum);
+        fs::write(&file, &lying).unwrap();
+        assert!(StatCache::load(&file).is_empty());
+    }
+
+    #[test]
+    fn save_replaces_atomically_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        fs::write(&file, b"old junk").unwrap();
+        StatCache::new().save(&file).unwrap();
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("cache")]);
+        assert!(StatCache::load(&file).is_empty());
+        assert!(fs::read(&file).unwrap().starts_with(MAGIC));
+    }
+}
