@@ -130,10 +130,7 @@ pub struct DigestParseError {
 
 impl DigestParseError {
     fn new(input: &str, reason: &'static str) -> Self {
-        Self {
-            input: input.to_owned(),
-            reason,
-        }
+        Self { input: input.to_owned(), reason }
     }
 }
 
@@ -201,11 +198,7 @@ pub enum CasError {
 }
 
 fn io_err(op: &'static str, path: &Path, source: io::Error) -> CasError {
-    CasError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    CasError::Io { op, path: path.to_owned(), source }
 }
 
 /// What [`BlobStore::gc`] removed.
@@ -276,9 +269,7 @@ impl BlobStore {
     /// Stores `data` and returns its digest.
     pub fn put(&self, data: &[u8]) -> Result<Digest, CasError> {
         let mut writer = self.writer()?;
-        writer
-            .write_all(data)
-            .map_err(|e| io_err("write", &writer.tmp_path, e))?;
+        writer.write_all(data).map_err(|e| io_err("write", &writer.tmp_path, e))?;
         writer.commit()
     }
 
@@ -305,9 +296,7 @@ impl BlobStore {
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.is_file() => Ok(meta.len()),
             Ok(_) => Err(CasError::NotFound { digest: *digest }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Err(CasError::NotFound { digest: *digest })
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CasError::NotFound { digest: *digest }),
             Err(e) => Err(io_err("stat", &path, e)),
         }
     }
@@ -342,9 +331,7 @@ impl BlobStore {
     pub fn read_verified(&self, digest: &Digest) -> Result<Vec<u8>, CasError> {
         let mut reader = self.open_verified(digest)?;
         let mut out = Vec::new();
-        reader
-            .read_to_end(&mut out)
-            .map_err(|e| reader.unwrap_error(e))?;
+        reader.read_to_end(&mut out).map_err(|e| reader.unwrap_error(e))?;
         Ok(out)
     }
 
@@ -404,28 +391,18 @@ impl BlobStore {
         &self,
         mut f: impl FnMut(&Path, Option<Digest>) -> Result<(), CasError>,
     ) -> Result<(), CasError> {
-        for fan in
-            fs::read_dir(&self.blobs).map_err(|e| io_err("read directory", &self.blobs, e))?
-        {
+        for fan in fs::read_dir(&self.blobs).map_err(|e| io_err("read directory", &self.blobs, e))? {
             let fan = fan.map_err(|e| io_err("read directory", &self.blobs, e))?;
             let fan_path = fan.path();
-            let is_dir = fan
-                .file_type()
-                .map_err(|e| io_err("stat", &fan_path, e))?
-                .is_dir();
+            let is_dir = fan.file_type().map_err(|e| io_err("stat", &fan_path, e))?.is_dir();
             if !is_dir {
                 f(&fan_path, None)?;
                 continue;
             }
-            for blob in
-                fs::read_dir(&fan_path).map_err(|e| io_err("read directory", &fan_path, e))?
-            {
+            for blob in fs::read_dir(&fan_path).map_err(|e| io_err("read directory", &fan_path, e))? {
                 let blob = blob.map_err(|e| io_err("read directory", &fan_path, e))?;
                 let path = blob.path();
-                let digest = blob
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| Digest::from_hex(n).ok());
+                let digest = blob.file_name().to_str().and_then(|n| Digest::from_hex(n).ok());
                 f(&path, digest)?;
             }
         }
@@ -477,11 +454,7 @@ impl VerifyingReader {
         }
         match error.into_inner().map(|inner| inner.downcast::<CasError>()) {
             Some(Ok(cas)) => *cas,
-            _ => io_err(
-                "read",
-                &self.path,
-                io::Error::other("blob verification failed"),
-            ),
+            _ => io_err("read", &self.path, io::Error::other("blob verification failed")),
         }
     }
 }
@@ -491,17 +464,11 @@ impl Read for VerifyingReader {
         let n = self.file.read(buf)?;
         if n == 0 && !buf.is_empty() {
             // End of file: every later read reports the same outcome as this one.
-            let actual = *self
-                .actual
-                .get_or_insert_with(|| Digest::from_hasher(self.hasher.clone()));
+            let actual = *self.actual.get_or_insert_with(|| Digest::from_hasher(self.hasher.clone()));
             if actual != self.expected {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    CasError::Corrupt {
-                        digest: self.expected,
-                        actual,
-                        path: self.path.clone(),
-                    },
+                    CasError::Corrupt { digest: self.expected, actual, path: self.path.clone() },
                 ));
             }
             return Ok(0);
@@ -527,40 +494,20 @@ pub struct BlobWriter<'s> {
 impl<'s> BlobWriter<'s> {
     fn new(store: &'s BlobStore, expected: Option<Digest>) -> Result<Self, CasError> {
         loop {
-            let nanos = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
-            let name = format!(
-                "{}-{}-{}.tmp",
-                std::process::id(),
-                TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
-                nanos
-            );
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+            let name = format!("{}-{}-{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed), nanos);
             let tmp_path = store.tmp.join(name);
-            let file = match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp_path)
-            {
+            let file = match OpenOptions::new().write(true).create_new(true).open(&tmp_path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(io_err("create", &tmp_path, e)),
             };
-            flock(&file, FlockOperation::LockExclusive)
-                .map_err(|e| io_err("lock", &tmp_path, e.into()))?;
+            flock(&file, FlockOperation::LockExclusive).map_err(|e| io_err("lock", &tmp_path, e.into()))?;
             // gc may have unlinked the name between our create and our lock; if so, start over.
             let ours = file.metadata().map_err(|e| io_err("stat", &tmp_path, e))?;
             match fs::symlink_metadata(&tmp_path) {
                 Ok(on_disk) if on_disk.ino() == ours.ino() && on_disk.dev() == ours.dev() => {
-                    return Ok(Self {
-                        store,
-                        file: Some(file),
-                        tmp_path,
-                        hasher: Sha256::new(),
-                        written: 0,
-                        expected,
-                    });
+                    return Ok(Self { store, file: Some(file), tmp_path, hasher: Sha256::new(), written: 0, expected });
                 }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -580,11 +527,7 @@ impl<'s> BlobWriter<'s> {
     /// [`BlobStore::writer_expecting`] and the content hashes to something else.
     pub fn commit(mut self) -> Result<Digest, CasError> {
         let Some(file) = self.file.take() else {
-            return Err(io_err(
-                "commit",
-                &self.tmp_path,
-                io::Error::other("writer already closed"),
-            ));
+            return Err(io_err("commit", &self.tmp_path, io::Error::other("writer already closed")));
         };
         let digest = Digest::from_hasher(std::mem::take(&mut self.hasher));
         if let Some(expected) = self.expected
@@ -592,10 +535,7 @@ impl<'s> BlobWriter<'s> {
         {
             drop(file);
             remove_quietly(&self.tmp_path);
-            return Err(CasError::DigestMismatch {
-                expected,
-                actual: digest,
-            });
+            return Err(CasError::DigestMismatch { expected, actual: digest });
         }
         if let Err(e) = file.sync_all() {
             drop(file);
@@ -616,9 +556,7 @@ impl<'s> BlobWriter<'s> {
     fn install(&self, dest: &Path) -> Result<(), CasError> {
         let fan = dest.parent().unwrap_or(&self.store.blobs);
         match fs::create_dir(fan) {
-            Ok(()) => {
-                fsync_dir(&self.store.blobs).map_err(|e| io_err("fsync", &self.store.blobs, e))?
-            }
+            Ok(()) => fsync_dir(&self.store.blobs).map_err(|e| io_err("fsync", &self.store.blobs, e))?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(io_err("create directory", fan, e)),
         }
@@ -637,10 +575,7 @@ fn remove_quietly(path: &Path) {
 
 impl Write for BlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("writer already closed"))?;
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("writer already closed"))?;
         let n = file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.written += n as u64;

@@ -14,18 +14,12 @@ use std::time::{Duration, Instant};
 const CHILD_ENV: &str = "NULLSPACE_CAS_CRASH_CHILD";
 
 fn sha256(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex: String = Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
 
 fn temp_files(store: &Path) -> Vec<String> {
-    fs::read_dir(store.join("tmp"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
+    fs::read_dir(store.join("tmp")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
 
 #[test]
@@ -42,11 +36,7 @@ fn put_read_and_layout() {
     assert!(store.contains(&digest).unwrap());
     assert_eq!(store.size(&digest).unwrap(), data.len() as u64);
     let mut opened = Vec::new();
-    store
-        .open(&digest)
-        .unwrap()
-        .read_to_end(&mut opened)
-        .unwrap();
+    store.open(&digest).unwrap().read_to_end(&mut opened).unwrap();
     assert_eq!(opened, data);
     assert_eq!(store.read_verified(&digest).unwrap(), data);
     assert_eq!(store.list().unwrap(), vec![digest]);
@@ -72,10 +62,7 @@ fn streaming_writer_hashes_what_it_writes() {
     store.verify(&digest).unwrap();
 
     let mut reader: &[u8] = b"from a reader";
-    assert_eq!(
-        store.put_reader(&mut reader).unwrap().to_string(),
-        sha256(b"from a reader")
-    );
+    assert_eq!(store.put_reader(&mut reader).unwrap().to_string(), sha256(b"from a reader"));
 }
 
 #[test]
@@ -119,59 +106,31 @@ fn missing_and_corrupt_blobs_are_typed_errors() {
     let store = BlobStore::new(tmp.path()).unwrap();
     let absent = Digest::of(b"absent");
     assert!(!store.contains(&absent).unwrap());
-    assert!(matches!(
-        store.size(&absent),
-        Err(CasError::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.open(&absent),
-        Err(CasError::NotFound { .. })
-    ));
-    assert!(matches!(
-        store.read_verified(&absent),
-        Err(CasError::NotFound { .. })
-    ));
+    assert!(matches!(store.size(&absent), Err(CasError::NotFound { .. })));
+    assert!(matches!(store.open(&absent), Err(CasError::NotFound { .. })));
+    assert!(matches!(store.read_verified(&absent), Err(CasError::NotFound { .. })));
 
     let digest = store.put(b"original").unwrap();
     fs::write(store.blob_path(&digest), b"tampered").unwrap();
     match store.verify(&digest) {
-        Err(CasError::Corrupt {
-            digest: name,
-            actual,
-            ..
-        }) => {
+        Err(CasError::Corrupt { digest: name, actual, .. }) => {
             assert_eq!(name, digest);
             assert_eq!(actual.to_string(), sha256(b"tampered"));
         }
         other => panic!("expected corruption, got {other:?}"),
     }
-    assert!(matches!(
-        store.read_verified(&digest),
-        Err(CasError::Corrupt { .. })
-    ));
+    assert!(matches!(store.read_verified(&digest), Err(CasError::Corrupt { .. })));
     // An emptied blob is corrupt too (the empty digest is not its name).
     fs::write(store.blob_path(&digest), b"").unwrap();
-    assert!(matches!(
-        store.verify(&digest),
-        Err(CasError::Corrupt { .. })
-    ));
+    assert!(matches!(store.verify(&digest), Err(CasError::Corrupt { .. })));
 }
 
 #[test]
 fn digest_text_round_trips_and_rejects_garbage() {
     let digest = Digest::of(b"x");
     assert_eq!(digest.to_string().parse::<Digest>().unwrap(), digest);
-    assert_eq!(
-        serde_json::to_string(&digest).unwrap(),
-        format!("\"{digest}\"")
-    );
-    for bad in [
-        "",
-        "sha256:",
-        "sha512:00",
-        "sha256:XYZ",
-        &format!("sha256:{}", "A".repeat(64)),
-    ] {
+    assert_eq!(serde_json::to_string(&digest).unwrap(), format!("\"{digest}\""));
+    for bad in ["", "sha256:", "sha512:00", "sha256:XYZ", &format!("sha256:{}", "A".repeat(64))] {
         assert!(bad.parse::<Digest>().is_err(), "{bad:?}");
     }
 }
@@ -216,18 +175,11 @@ fn gc_keeps_what_is_asked_and_spares_live_writers() {
 
     let stats = store.gc(&HashSet::from([keep])).unwrap();
     assert_eq!(stats.blobs_removed, 3);
-    assert_eq!(
-        stats.bytes_removed,
-        (b"drop me".len() + b"drop me too".len() + 4) as u64
-    );
+    assert_eq!(stats.bytes_removed, (b"drop me".len() + b"drop me too".len() + 4) as u64);
     assert_eq!(stats.temps_removed, 1);
     assert_eq!(store.list().unwrap(), vec![keep]);
     assert!(!store.contains(&drop1).unwrap() && !store.contains(&drop2).unwrap());
-    assert_eq!(
-        temp_files(tmp.path()).len(),
-        1,
-        "the live writer's temp file stays"
-    );
+    assert_eq!(temp_files(tmp.path()).len(), 1, "the live writer's temp file stays");
 
     let finished = live.commit().unwrap();
     assert_eq!(store.read_verified(&finished).unwrap(), b"in progress");
@@ -243,9 +195,7 @@ fn crash_child_writer() {
     let store = BlobStore::new(dir).unwrap();
     for i in 0u64.. {
         let mut w = store.writer().unwrap();
-        let chunk: Vec<u8> = (0..64 * 1024)
-            .map(|j| (i as usize * 31 + j) as u8)
-            .collect();
+        let chunk: Vec<u8> = (0..64 * 1024).map(|j| (i as usize * 31 + j) as u8).collect();
         for part in 0..16 {
             w.write_all(&chunk).unwrap();
             if part == 8 {
@@ -262,12 +212,7 @@ fn killed_writer_leaves_no_partial_blob() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "crash_child_writer",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["crash_child_writer", "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -277,14 +222,9 @@ fn killed_writer_leaves_no_partial_blob() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "child wrote nothing");
-        let committed = BlobStore::new(&dir)
-            .map(|s| s.list().unwrap().len())
-            .unwrap_or(0);
+        let committed = BlobStore::new(&dir).map(|s| s.list().unwrap().len()).unwrap_or(0);
         let writing = fs::read_dir(dir.join("tmp"))
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
-            })
+            .map(|rd| rd.filter_map(Result::ok).any(|e| e.metadata().is_ok_and(|m| m.len() > 0)))
             .unwrap_or(false);
         if committed >= 5 && writing {
             break;
@@ -299,18 +239,11 @@ fn killed_writer_leaves_no_partial_blob() {
     assert!(blobs.len() >= 5);
     for digest in &blobs {
         let content = fs::read(store.blob_path(digest)).unwrap();
-        assert_eq!(
-            sha256(&content),
-            digest.to_string(),
-            "blob under a real name is whole"
-        );
+        assert_eq!(sha256(&content), digest.to_string(), "blob under a real name is whole");
         assert_eq!(content.len(), 16 * 64 * 1024 + 8);
     }
     let leftovers = temp_files(&dir);
-    assert!(
-        !leftovers.is_empty(),
-        "the kill should have interrupted a write"
-    );
+    assert!(!leftovers.is_empty(), "the kill should have interrupted a write");
 
     let stats = store.gc(&blobs.iter().copied().collect()).unwrap();
     assert_eq!(stats.temps_removed as usize, leftovers.len());

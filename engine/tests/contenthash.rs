@@ -18,8 +18,7 @@ use std::time::{Duration, SystemTime};
 const DATA0: &str = "sha256:cd8e75bca50f2d695f220d0cb0997d8ead387e4f926e8669a92d7f104cc9885b";
 const DATA1: &str = "sha256:c2b5e234f5f38fc5864da7def04782f82501a40d46192e4207d5b3f0c3c4732b";
 const DIR_D0: &str = "sha256:d47454417d2c554067fbefe5f5719edc49f3cfe969c36b62e34a187a4da0cc9a";
-const UNORDERED_D0: &str =
-    "sha256:14276c302c940a80f82ca5477bf766c98a24702d6a9948ee71bb277cdad3ae05";
+const UNORDERED_D0: &str = "sha256:14276c302c940a80f82ca5477bf766c98a24702d6a9948ee71bb277cdad3ae05";
 
 /// Lists `root` the way the context walker does (every entry, lstat, relative paths).
 fn walk(root: &Path) -> Vec<Entry> {
@@ -35,29 +34,21 @@ fn walk(root: &Path) -> Vec<Entry> {
                 pending.push(path.clone());
                 EntryKind::Dir
             } else if meta.file_type().is_symlink() {
-                EntryKind::Symlink {
-                    target: fs::read_link(&full).unwrap(),
-                }
+                EntryKind::Symlink { target: fs::read_link(&full).unwrap() }
             } else {
                 EntryKind::File
             };
             out.push(Entry {
                 path,
-                size: if kind == EntryKind::Dir {
-                    0
-                } else {
-                    meta.size()
-                },
+                size: if kind == EntryKind::Dir { 0 } else { meta.size() },
                 kind,
                 mode: meta.mode() & 0o7777,
                 stat: StatInfo {
                     dev: meta.dev(),
                     ino: meta.ino(),
                     nlink: meta.nlink(),
-                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                        + i128::from(meta.mtime_nsec()),
-                    ctime_ns: i128::from(meta.ctime()) * 1_000_000_000
-                        + i128::from(meta.ctime_nsec()),
+                    mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                    ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
                     uid: meta.uid(),
                     gid: meta.gid(),
                 },
@@ -95,8 +86,7 @@ fn hash(root: &Path) -> ContextHashes {
 }
 
 fn all_digests(h: &ContextHashes) -> BTreeMap<PathBuf, Digest> {
-    let mut map: BTreeMap<PathBuf, Digest> =
-        h.iter().map(|(p, d)| (p.to_owned(), d.digest)).collect();
+    let mut map: BTreeMap<PathBuf, Digest> = h.iter().map(|(p, d)| (p.to_owned(), d.digest)).collect();
     map.insert(PathBuf::from("/"), h.digest());
     map
 }
@@ -117,14 +107,8 @@ fn context_digests_match_buildkit() {
     assert_eq!(h.get(Path::new("d0")).unwrap().digest, d(DIR_D0));
     assert_eq!(h.checksum(Path::new("d0/def"), true).unwrap(), d(DATA0));
     assert_ne!(h.checksum(Path::new("d0/def"), false).unwrap(), d(DATA0));
-    assert!(matches!(
-        h.checksum(Path::new("d0/ghi"), true),
-        Err(HashError::NotFound { .. })
-    ));
-    assert!(matches!(
-        h.checksum(Path::new("nosuch"), true),
-        Err(HashError::NotFound { .. })
-    ));
+    assert!(matches!(h.checksum(Path::new("d0/ghi"), true), Err(HashError::NotFound { .. })));
+    assert!(matches!(h.checksum(Path::new("nosuch"), true), Err(HashError::NotFound { .. })));
 
     // A received context's root header is the digest of the empty string (BuildKit fakes it), so
     // its digest is made of the children's digests alone.
@@ -146,10 +130,7 @@ fn sibling_order_is_bytewise_by_name() {
     file(root, "d0/foo/bar", "data0", 0o644);
     dir(root, "d0/foo-subdir");
     file(root, "d0/foo.subdir", "data1", 0o644);
-    assert_eq!(
-        hash(root).get(Path::new("d0")).unwrap().digest,
-        d(UNORDERED_D0)
-    );
+    assert_eq!(hash(root).get(Path::new("d0")).unwrap().digest, d(UNORDERED_D0));
     let snapshot = checksum_path(root, Path::new("d0"), &ChecksumOptions::default()).unwrap();
     assert_eq!(snapshot, d(UNORDERED_D0));
 }
@@ -163,10 +144,7 @@ fn mtime_and_ownership_do_not_change_digests() {
 
     let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
     for rel in ["foo", "d0", "d0/abc"] {
-        fs::File::open(root.join(rel))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        fs::File::open(root.join(rel)).unwrap().set_modified(old).unwrap();
     }
     for rel in ["foo", "bar", "d0", "d0/abc", "d0/def"] {
         lchown(root.join(rel), Some(1234), Some(5678)).unwrap();
@@ -177,15 +155,9 @@ fn mtime_and_ownership_do_not_change_digests() {
 
     // A snapshot checksum with on-disk ownership does see the owner, as BuildKit's does.
     let reset = checksum_path(root, Path::new("foo"), &ChecksumOptions::default()).unwrap();
-    let on_disk = ChecksumOptions {
-        follow_links: false,
-        ownership: Ownership::OnDisk,
-    };
+    let on_disk = ChecksumOptions { follow_links: false, ownership: Ownership::OnDisk };
     assert_eq!(reset, d(DATA0));
-    assert_ne!(
-        checksum_path(root, Path::new("foo"), &on_disk).unwrap(),
-        reset
-    );
+    assert_ne!(checksum_path(root, Path::new("foo"), &on_disk).unwrap(), reset);
 }
 
 #[test]
@@ -201,19 +173,12 @@ fn mode_and_content_change_digests() {
 
     file(root, "foo", "data1", 0o644);
     let rewritten = all_digests(&hash(root));
-    assert_eq!(
-        rewritten[Path::new("foo")],
-        d(DATA1),
-        "same content and mode as bar"
-    );
+    assert_eq!(rewritten[Path::new("foo")], d(DATA1), "same content and mode as bar");
 
     fs::set_permissions(root.join("d0"), fs::Permissions::from_mode(0o700)).unwrap();
     let dir_mode = all_digests(&hash(root));
     assert_ne!(dir_mode[Path::new("d0")], rewritten[Path::new("d0")]);
-    assert_eq!(
-        dir_mode[Path::new("d0/abc")],
-        rewritten[Path::new("d0/abc")]
-    );
+    assert_eq!(dir_mode[Path::new("d0/abc")], rewritten[Path::new("d0/abc")]);
 }
 
 #[test]
@@ -228,17 +193,8 @@ fn a_change_reaches_the_file_and_its_parents_only() {
     let before = all_digests(&hash(root));
     file(root, "d0/sub/leaf", "y", 0o644);
     let after = all_digests(&hash(root));
-    let changed: Vec<&Path> = before
-        .keys()
-        .filter(|p| before[*p] != after[*p])
-        .map(PathBuf::as_path)
-        .collect();
-    let mut expected = vec![
-        Path::new("/"),
-        Path::new("d0"),
-        Path::new("d0/sub"),
-        Path::new("d0/sub/leaf"),
-    ];
+    let changed: Vec<&Path> = before.keys().filter(|p| before[*p] != after[*p]).map(PathBuf::as_path).collect();
+    let mut expected = vec![Path::new("/"), Path::new("d0"), Path::new("d0/sub"), Path::new("d0/sub/leaf")];
     expected.sort();
     assert_eq!(changed, expected);
 }
@@ -249,17 +205,8 @@ fn snapshot_checksum_agrees_with_context_below_the_root() {
     let root = tmp.path();
     basic_tree(root);
     let h = hash(root);
-    for (path, follow) in [
-        ("foo", true),
-        ("d0", true),
-        ("d0/def", true),
-        ("d0/def", false),
-        ("d0/ghi", false),
-    ] {
-        let opts = ChecksumOptions {
-            follow_links: follow,
-            ownership: Ownership::Reset,
-        };
+    for (path, follow) in [("foo", true), ("d0", true), ("d0/def", true), ("d0/def", false), ("d0/ghi", false)] {
+        let opts = ChecksumOptions { follow_links: follow, ownership: Ownership::Reset };
         assert_eq!(
             checksum_path(root, Path::new(path), &opts).unwrap(),
             h.checksum(Path::new(path), follow).unwrap(),
@@ -279,30 +226,13 @@ fn symlinks_resolve_within_the_root() {
     symlink("loop2", root.join("loop1")).unwrap();
     symlink("loop1", root.join("loop2")).unwrap();
     let h = hash(root);
-    let opts = ChecksumOptions {
-        follow_links: true,
-        ownership: Ownership::Reset,
-    };
+    let opts = ChecksumOptions { follow_links: true, ownership: Ownership::Reset };
     for path in ["a/up/f", "abs", "a/up/up/up/f"] {
-        assert_eq!(
-            h.checksum(Path::new(path), true).unwrap(),
-            d(DATA0),
-            "{path}"
-        );
-        assert_eq!(
-            checksum_path(root, Path::new(path), &opts).unwrap(),
-            d(DATA0),
-            "{path}"
-        );
+        assert_eq!(h.checksum(Path::new(path), true).unwrap(), d(DATA0), "{path}");
+        assert_eq!(checksum_path(root, Path::new(path), &opts).unwrap(), d(DATA0), "{path}");
     }
-    assert!(matches!(
-        h.checksum(Path::new("loop1"), true),
-        Err(HashError::TooManyLinks { .. })
-    ));
-    assert!(matches!(
-        checksum_path(root, Path::new("loop1/x"), &opts),
-        Err(HashError::TooManyLinks { .. })
-    ));
+    assert!(matches!(h.checksum(Path::new("loop1"), true), Err(HashError::TooManyLinks { .. })));
+    assert!(matches!(checksum_path(root, Path::new("loop1/x"), &opts), Err(HashError::TooManyLinks { .. })));
 }
 
 #[test]
@@ -330,15 +260,10 @@ fn large_files_stream_to_the_tarsum_digest() {
     fs::write(root.join("big"), &content).unwrap();
     fs::set_permissions(root.join("big"), fs::Permissions::from_mode(0o600)).unwrap();
     let mut expected = Sha256::new();
-    expected.update(format!(
-        "namemode384uid0gid0size{size}typeflag0linknameunamegnamedevmajor0devminor0"
-    ));
+    expected.update(format!("namemode384uid0gid0size{size}typeflag0linknameunamegnamedevmajor0devminor0"));
     expected.update(&content);
     let h = hash(root);
-    assert_eq!(
-        h.get(Path::new("big")).unwrap().digest,
-        Digest::from_hasher(expected)
-    );
+    assert_eq!(h.get(Path::new("big")).unwrap().digest, Digest::from_hasher(expected));
     assert_eq!(h.stats().bytes_hashed, size as u64);
 }
 
@@ -347,12 +272,7 @@ fn user_xattrs_are_part_of_the_header() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     file(root, "f", "data0", 0o644);
-    let set = rustix::fs::lsetxattr(
-        root.join("f").as_path(),
-        "user.nullspace",
-        b"v1",
-        rustix::fs::XattrFlags::empty(),
-    );
+    let set = rustix::fs::lsetxattr(root.join("f").as_path(), "user.nullspace", b"v1", rustix::fs::XattrFlags::empty());
     if set.is_err() {
         eprintln!("filesystem without user xattrs: {set:?}; skipping");
         return;
@@ -360,10 +280,7 @@ fn user_xattrs_are_part_of_the_header() {
     let mut expected = Sha256::new();
     expected.update("namemode420uid0gid0size5typeflag0linknameunamegnamedevmajor0devminor0");
     expected.update("user.nullspacev1data0");
-    assert_eq!(
-        hash(root).get(Path::new("f")).unwrap().digest,
-        Digest::from_hasher(expected)
-    );
+    assert_eq!(hash(root).get(Path::new("f")).unwrap().digest, Digest::from_hasher(expected));
 }
 
 #[test]
@@ -394,27 +311,14 @@ fn malformed_entry_lists_are_refused() {
     dir(root, "d");
     file(root, "d/f", "x", 0o644);
     let entries = walk(root);
-    let orphan: Vec<Entry> = entries
-        .iter()
-        .filter(|e| e.path != Path::new("d"))
-        .cloned()
-        .collect();
-    assert!(matches!(
-        hash_context(root, &orphan, None),
-        Err(HashError::MissingParent { .. })
-    ));
+    let orphan: Vec<Entry> = entries.iter().filter(|e| e.path != Path::new("d")).cloned().collect();
+    assert!(matches!(hash_context(root, &orphan, None), Err(HashError::MissingParent { .. })));
     let mut twice = entries.clone();
     twice.push(entries[1].clone());
-    assert!(matches!(
-        hash_context(root, &twice, None),
-        Err(HashError::DuplicateEntry { .. })
-    ));
+    assert!(matches!(hash_context(root, &twice, None), Err(HashError::DuplicateEntry { .. })));
     let mut dotted = entries.clone();
     dotted[1].path = PathBuf::from("d/../f");
-    assert!(matches!(
-        hash_context(root, &dotted, None),
-        Err(HashError::InvalidEntryPath { .. })
-    ));
+    assert!(matches!(hash_context(root, &dotted, None), Err(HashError::InvalidEntryPath { .. })));
 }
 
 #[test]
@@ -427,30 +331,14 @@ fn selection_digest_is_buildkits_digest_list() {
     let expected = Digest::of(joined.as_bytes());
     assert_eq!(h.selection_digest(&["d0", "bar"], true).unwrap(), expected);
     // Paths inside another selected path add nothing; duplicates neither.
-    assert_eq!(
-        h.selection_digest(&["/d0/", "d0/abc", "bar", "bar"], true)
-            .unwrap(),
-        expected
-    );
+    assert_eq!(h.selection_digest(&["/d0/", "d0/abc", "bar", "bar"], true).unwrap(), expected);
     // A selected symlink is followed or not.
     let link = h.checksum(Path::new("d0/def"), false).unwrap();
-    assert_eq!(
-        h.selection_digest(&["d0/def"], false).unwrap(),
-        Digest::of(link.to_string().as_bytes())
-    );
-    assert_eq!(
-        h.selection_digest(&["d0/def"], true).unwrap(),
-        Digest::of(DATA0.as_bytes())
-    );
+    assert_eq!(h.selection_digest(&["d0/def"], false).unwrap(), Digest::of(link.to_string().as_bytes()));
+    assert_eq!(h.selection_digest(&["d0/def"], true).unwrap(), Digest::of(DATA0.as_bytes()));
     let none: [&str; 0] = [];
-    assert_eq!(
-        h.selection_digest(&none, true).unwrap(),
-        Digest::of(h.digest().to_string().as_bytes())
-    );
-    assert!(matches!(
-        h.selection_digest(&["nosuch"], true),
-        Err(HashError::NotFound { .. })
-    ));
+    assert_eq!(h.selection_digest(&none, true).unwrap(), Digest::of(h.digest().to_string().as_bytes()));
+    assert!(matches!(h.selection_digest(&["nosuch"], true), Err(HashError::NotFound { .. })));
 }
 
 #[test]
@@ -488,10 +376,7 @@ fn stat_cache_skips_unchanged_files_and_rehashes_changed_ones() {
     file(&root, "many/f7", "CONTENT 7", 0o644);
     let third = hash_context(&root, &walk(&root), Some(&mut cache)).unwrap();
     assert_eq!(third.stats().files_hashed, 1);
-    assert_ne!(
-        third.get(Path::new("many/f7")).unwrap().digest,
-        first.get(Path::new("many/f7")).unwrap().digest
-    );
+    assert_ne!(third.get(Path::new("many/f7")).unwrap().digest, first.get(Path::new("many/f7")).unwrap().digest);
     assert_eq!(cache.len(), entry_count - 1, "the racy file is left out");
     let fourth = hash_context(&root, &walk(&root), Some(&mut cache)).unwrap();
     assert_eq!(fourth.stats().files_hashed, 1, "a racy file is read again");

@@ -148,10 +148,7 @@ pub enum HashError {
 }
 
 fn read_err(path: &Path) -> impl FnOnce(io::Error) -> HashError + '_ {
-    move |source| HashError::Read {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| HashError::Read { path: path.to_owned(), source }
 }
 
 /// Digests of a walked build context: one per entry plus the whole context's.
@@ -169,17 +166,12 @@ impl ContextHashes {
 
     /// The digests of the entry at `path` (relative to the context root, no symlink resolution).
     pub fn get(&self, path: &Path) -> Option<&PathDigest> {
-        self.tree
-            .index
-            .get(path.as_os_str().as_bytes())
-            .map(|&i| &self.tree.nodes[i].result)
+        self.tree.index.get(path.as_os_str().as_bytes()).map(|&i| &self.tree.nodes[i].result)
     }
 
     /// Every entry's path and digests, in no particular order (the root is not included).
     pub fn iter(&self) -> impl Iterator<Item = (&Path, &PathDigest)> {
-        self.tree.nodes[1..]
-            .iter()
-            .map(|n| (n.path.as_path(), &n.result))
+        self.tree.nodes[1..].iter().map(|n| (n.path.as_path(), &n.result))
     }
 
     /// What the hashing run did.
@@ -192,19 +184,15 @@ impl ContextHashes {
     /// `follow_links`. A directory gives its contents digest.
     pub fn checksum(&self, path: &Path, follow_links: bool) -> Result<Digest, HashError> {
         let resolved = resolve(path, follow_links, |p| {
-            Ok(
-                match self.tree.index.get(p).map(|&i| &self.tree.nodes[i].kind) {
-                    None => Lookup::Missing,
-                    Some(NodeKind::Symlink(target)) => Lookup::Symlink(target.clone()),
-                    Some(_) => Lookup::Other,
-                },
-            )
+            Ok(match self.tree.index.get(p).map(|&i| &self.tree.nodes[i].kind) {
+                None => Lookup::Missing,
+                Some(NodeKind::Symlink(target)) => Lookup::Symlink(target.clone()),
+                Some(_) => Lookup::Other,
+            })
         })?;
         match self.tree.index.get(resolved.as_slice()) {
             Some(&i) => Ok(self.tree.nodes[i].result.digest),
-            None => Err(HashError::NotFound {
-                path: path.to_owned(),
-            }),
+            None => Err(HashError::NotFound { path: path.to_owned() }),
         }
     }
 
@@ -245,11 +233,7 @@ impl ContextHashes {
     /// assert_eq!(key, nullspace_engine::cas::Digest::of(file.to_string().as_bytes()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn selection_digest<P: AsRef<Path>>(
-        &self,
-        paths: &[P],
-        follow_links: bool,
-    ) -> Result<Digest, HashError> {
+    pub fn selection_digest<P: AsRef<Path>>(&self, paths: &[P], follow_links: bool) -> Result<Digest, HashError> {
         let mut absolute: Vec<Vec<u8>> = paths
             .iter()
             .map(|p| {
@@ -267,11 +251,7 @@ impl ContextHashes {
             .iter()
             .filter(|p1| {
                 !absolute.iter().any(|p2| {
-                    let parent: Vec<u8> = if p2.ends_with(b"/") {
-                        p2.to_vec()
-                    } else {
-                        [p2.as_slice(), b"/"].concat()
-                    };
+                    let parent: Vec<u8> = if p2.ends_with(b"/") { p2.to_vec() } else { [p2.as_slice(), b"/"].concat() };
                     p1 != &p2 && p1.starts_with(&parent)
                 })
             })
@@ -296,11 +276,7 @@ impl ContextHashes {
 /// [`StatCache::save`]).
 ///
 /// Fails naming the file when an entry cannot be read or no longer is what the walk saw.
-pub fn hash_context(
-    root: &Path,
-    entries: &[Entry],
-    cache: Option<&mut StatCache>,
-) -> Result<ContextHashes, HashError> {
+pub fn hash_context(root: &Path, entries: &[Entry], cache: Option<&mut StatCache>) -> Result<ContextHashes, HashError> {
     let (tree, stats) = hash_tree(root, entries, RootHeader::Empty, Ownership::Reset, cache)?;
     Ok(ContextHashes { tree, stats })
 }
@@ -328,19 +304,13 @@ pub fn hash_context(
 /// );
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn checksum_path(
-    root: &Path,
-    path: &Path,
-    options: &ChecksumOptions,
-) -> Result<Digest, HashError> {
+pub fn checksum_path(root: &Path, path: &Path, options: &ChecksumOptions) -> Result<Digest, HashError> {
     let resolved = resolve(path, options.follow_links, |p| {
         let full = join(root, p);
         match fs::symlink_metadata(&full) {
             Ok(meta) if meta.file_type().is_symlink() => {
                 let target = fs::read_link(&full).map_err(read_err(&full))?;
-                Ok(Lookup::Symlink(
-                    target.into_os_string().into_encoded_bytes(),
-                ))
+                Ok(Lookup::Symlink(target.into_os_string().into_encoded_bytes()))
             }
             Ok(_) => Ok(Lookup::Other),
             Err(e) if is_missing(&e) => Ok(Lookup::Missing),
@@ -351,9 +321,7 @@ pub fn checksum_path(
     let meta = match fs::symlink_metadata(&full) {
         Ok(meta) => meta,
         Err(e) if is_missing(&e) => {
-            return Err(HashError::NotFound {
-                path: path.to_owned(),
-            });
+            return Err(HashError::NotFound { path: path.to_owned() });
         }
         Err(e) => return Err(read_err(&full)(e)),
     };
@@ -365,13 +333,7 @@ pub fn checksum_path(
     }
     let entries = walk_dir(&full)?;
     let header = header_digest(&full, &entry, options.ownership)?;
-    let (tree, _) = hash_tree(
-        &full,
-        &entries,
-        RootHeader::Digest(header),
-        options.ownership,
-        None,
-    )?;
+    let (tree, _) = hash_tree(&full, &entries, RootHeader::Digest(header), options.ownership, None)?;
     Ok(tree.nodes[0].result.digest)
 }
 
@@ -380,11 +342,7 @@ fn is_missing(e: &io::Error) -> bool {
 }
 
 fn join(root: &Path, rel: &[u8]) -> PathBuf {
-    if rel.is_empty() {
-        root.to_owned()
-    } else {
-        root.join(OsStr::from_bytes(rel))
-    }
+    if rel.is_empty() { root.to_owned() } else { root.join(OsStr::from_bytes(rel)) }
 }
 
 /// Lists the directory tree under `base` (not following symlinks), iteratively.
@@ -408,32 +366,20 @@ fn walk_dir(base: &Path) -> Result<Vec<Entry>, HashError> {
     Ok(entries)
 }
 
-fn entry_from_metadata(
-    path: PathBuf,
-    meta: &fs::Metadata,
-    full: &Path,
-) -> Result<Entry, HashError> {
+fn entry_from_metadata(path: PathBuf, meta: &fs::Metadata, full: &Path) -> Result<Entry, HashError> {
     let ft = meta.file_type();
     let kind = if ft.is_file() {
         EntryKind::File
     } else if ft.is_dir() {
         EntryKind::Dir
     } else if ft.is_symlink() {
-        EntryKind::Symlink {
-            target: fs::read_link(full).map_err(read_err(full))?,
-        }
+        EntryKind::Symlink { target: fs::read_link(full).map_err(read_err(full))? }
     } else {
-        return Err(HashError::Unsupported {
-            path: full.to_owned(),
-        });
+        return Err(HashError::Unsupported { path: full.to_owned() });
     };
     Ok(Entry {
         path,
-        size: if kind == EntryKind::Dir {
-            0
-        } else {
-            meta.size()
-        },
+        size: if kind == EntryKind::Dir { 0 } else { meta.size() },
         kind,
         mode: meta.mode() & 0o7777,
         stat: StatInfo {
@@ -479,11 +425,8 @@ fn resolve(
     follow_trailing: bool,
     mut lookup: impl FnMut(&[u8]) -> Result<Lookup, HashError>,
 ) -> Result<Vec<u8>, HashError> {
-    let mut remaining: Vec<Vec<u8>> = clean(path.as_os_str().as_bytes())
-        .into_iter()
-        .rev()
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut remaining: Vec<Vec<u8>> =
+        clean(path.as_os_str().as_bytes()).into_iter().rev().map(<[u8]>::to_vec).collect();
     let mut current: Vec<Vec<u8>> = Vec::new();
     let mut links = 0;
     while let Some(part) = remaining.pop() {
@@ -502,9 +445,7 @@ fn resolve(
         {
             links += 1;
             if links > MAX_SYMLINKS {
-                return Err(HashError::TooManyLinks {
-                    path: path.to_owned(),
-                });
+                return Err(HashError::TooManyLinks { path: path.to_owned() });
             }
             current.pop();
             if target.starts_with(b"/") {
@@ -547,10 +488,7 @@ enum RootHeader {
 }
 
 fn valid_entry_path(path: &[u8]) -> bool {
-    !path.is_empty()
-        && path
-            .split(|&b| b == b'/')
-            .all(|c| !matches!(c, b"" | b"." | b".."))
+    !path.is_empty() && path.split(|&b| b == b'/').all(|c| !matches!(c, b"" | b"." | b".."))
 }
 
 /// Hashes `entries` found under `base`; see the module docs.
@@ -567,14 +505,10 @@ fn hash_tree(
     for (i, e) in entries.iter().enumerate() {
         let bytes = e.path.as_os_str().as_bytes();
         if !valid_entry_path(bytes) {
-            return Err(HashError::InvalidEntryPath {
-                path: e.path.clone(),
-            });
+            return Err(HashError::InvalidEntryPath { path: e.path.clone() });
         }
         if index.insert(bytes.to_vec(), i + 1).is_some() {
-            return Err(HashError::DuplicateEntry {
-                path: e.path.clone(),
-            });
+            return Err(HashError::DuplicateEntry { path: e.path.clone() });
         }
     }
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -585,10 +519,7 @@ fn hash_tree(
             Some(slash) => &bytes[..slash],
             None => &[][..],
         };
-        let parent_idx = index
-            .get(parent)
-            .copied()
-            .filter(|&p| p == 0 || entries[p - 1].kind == EntryKind::Dir);
+        let parent_idx = index.get(parent).copied().filter(|&p| p == 0 || entries[p - 1].kind == EntryKind::Dir);
         let Some(p) = parent_idx else {
             return Err(HashError::MissingParent {
                 path: e.path.clone(),
@@ -660,9 +591,8 @@ fn hash_tree(
 
     // Directory contents, deepest first so that every child directory is done before its parent.
     let mut contents: Vec<Option<Digest>> = vec![None; n];
-    let mut dirs: Vec<usize> = std::iter::once(0)
-        .chain((1..n).filter(|&i| entries[i - 1].kind == EntryKind::Dir))
-        .collect();
+    let mut dirs: Vec<usize> =
+        std::iter::once(0).chain((1..n).filter(|&i| entries[i - 1].kind == EntryKind::Dir)).collect();
     dirs.sort_by_key(|&i| std::cmp::Reverse(depth[i]));
     let name_of = |i: usize| -> &[u8] {
         let bytes = entries[i - 1].path.as_os_str().as_bytes();
@@ -676,11 +606,7 @@ fn hash_tree(
         kids.sort_by(|&a, &b| name_of(a).cmp(name_of(b)));
         let mut h = Sha256::new();
         h.update(b"\0");
-        h.update(
-            leaf[d]
-                .unwrap_or_else(|| Digest::of(b""))
-                .to_prefixed_bytes(),
-        );
+        h.update(leaf[d].unwrap_or_else(|| Digest::of(b"")).to_prefixed_bytes());
         for &c in kids.iter() {
             h.update(b"\0");
             h.update(name_of(c));
@@ -695,41 +621,21 @@ fn hash_tree(
     nodes.push(Node {
         path: PathBuf::new(),
         kind: NodeKind::Dir,
-        result: PathDigest {
-            digest: root_contents,
-            dir_header: leaf[0],
-        },
+        result: PathDigest { digest: root_contents, dir_header: leaf[0] },
     });
     for (i, e) in entries.iter().enumerate() {
         let header = leaf[i + 1].unwrap_or_else(|| Digest::of(b""));
         let (kind, result) = match &e.kind {
-            EntryKind::Dir => (
-                NodeKind::Dir,
-                PathDigest {
-                    digest: contents[i + 1].unwrap_or(header),
-                    dir_header: Some(header),
-                },
-            ),
-            EntryKind::File => (
-                NodeKind::File,
-                PathDigest {
-                    digest: header,
-                    dir_header: None,
-                },
-            ),
+            EntryKind::Dir => {
+                (NodeKind::Dir, PathDigest { digest: contents[i + 1].unwrap_or(header), dir_header: Some(header) })
+            }
+            EntryKind::File => (NodeKind::File, PathDigest { digest: header, dir_header: None }),
             EntryKind::Symlink { target } => (
                 NodeKind::Symlink(target.as_os_str().as_bytes().to_vec()),
-                PathDigest {
-                    digest: header,
-                    dir_header: None,
-                },
+                PathDigest { digest: header, dir_header: None },
             ),
         };
-        nodes.push(Node {
-            path: e.path.clone(),
-            kind,
-            result,
-        });
+        nodes.push(Node { path: e.path.clone(), kind, result });
     }
     Ok((Tree { nodes, index }, stats))
 }
@@ -740,9 +646,7 @@ fn parallel_map<T: Send>(
     n: usize,
     f: impl Fn(usize, &mut Vec<u8>) -> Result<T, HashError> + Sync,
 ) -> Result<Vec<T>, HashError> {
-    let workers = thread::available_parallelism()
-        .map_or(1, NonZeroUsize::get)
-        .min(n);
+    let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get).min(n);
     if workers <= 1 {
         let mut buf = vec![0u8; READ_BUFFER];
         return (0..n).map(|i| f(i, &mut buf)).collect();
@@ -770,13 +674,7 @@ fn parallel_map<T: Send>(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
     let mut all: Vec<(usize, Result<T, HashError>)> = per_worker.into_iter().flatten().collect();
     all.sort_by_key(|(i, _)| *i);
@@ -793,23 +691,13 @@ struct LeafOut {
 }
 
 /// Computes the record digest of the file, symlink or directory header at `full`.
-fn leaf_digest(
-    full: &Path,
-    entry: &Entry,
-    ownership: Ownership,
-    buf: &mut [u8],
-) -> Result<LeafOut, HashError> {
+fn leaf_digest(full: &Path, entry: &Entry, ownership: Ownership, buf: &mut [u8]) -> Result<LeafOut, HashError> {
     let observed_at_ns = now_ns();
     if entry.kind != EntryKind::File {
         let meta = fs::symlink_metadata(full).map_err(read_err(full))?;
         let verified = same_inode(full, entry, &meta)?;
         let digest = header_digest(full, entry, ownership)?;
-        return Ok(LeafOut {
-            digest,
-            bytes: 0,
-            verified,
-            observed_at_ns,
-        });
+        return Ok(LeafOut { digest, bytes: 0, verified, observed_at_ns });
     }
     // O_NOFOLLOW and the inode check: a file swapped for a symlink after the walk must not make us
     // read something outside the context. O_NONBLOCK: a FIFO swapped in must not block the open
@@ -822,12 +710,7 @@ fn leaf_digest(
     let meta = file.metadata().map_err(read_err(full))?;
     let verified = same_inode(full, entry, &meta)?;
     let mut h = Sha256::new();
-    write_header(
-        &mut h,
-        entry,
-        ownership,
-        &read_xattrs(XattrSource::Fd(&file)).map_err(read_err(full))?,
-    );
+    write_header(&mut h, entry, ownership, &read_xattrs(XattrSource::Fd(&file)).map_err(read_err(full))?);
     let mut bytes = 0u64;
     loop {
         let got = match file.read(buf) {
@@ -839,28 +722,19 @@ fn leaf_digest(
         h.update(&buf[..got]);
         bytes += got as u64;
     }
-    Ok(LeafOut {
-        digest: Digest::from_hasher(h),
-        bytes,
-        verified,
-        observed_at_ns,
-    })
+    Ok(LeafOut { digest: Digest::from_hasher(h), bytes, verified, observed_at_ns })
 }
 
 /// Checks that `meta` (observed now) is still the inode and kind the walk recorded for `entry`.
 fn same_inode(full: &Path, entry: &Entry, meta: &fs::Metadata) -> Result<StatKey, HashError> {
-    let key = StatKey::of_metadata(meta).ok_or_else(|| HashError::Changed {
-        path: full.to_owned(),
-    })?;
+    let key = StatKey::of_metadata(meta).ok_or_else(|| HashError::Changed { path: full.to_owned() })?;
     let same_kind = match entry.kind {
         EntryKind::File => meta.file_type().is_file(),
         EntryKind::Dir => meta.file_type().is_dir(),
         EntryKind::Symlink { .. } => meta.file_type().is_symlink(),
     };
     if !same_kind || meta.dev() != entry.stat.dev || meta.ino() != entry.stat.ino {
-        return Err(HashError::Changed {
-            path: full.to_owned(),
-        });
+        return Err(HashError::Changed { path: full.to_owned() });
     }
     Ok(key)
 }
@@ -874,12 +748,7 @@ fn header_digest(full: &Path, entry: &Entry, ownership: Ownership) -> Result<Dig
 }
 
 /// Feeds BuildKit's tarsum-v1 header for `entry` into `h`.
-fn write_header(
-    h: &mut Sha256,
-    entry: &Entry,
-    ownership: Ownership,
-    xattrs: &[(Vec<u8>, Vec<u8>)],
-) {
+fn write_header(h: &mut Sha256, entry: &Entry, ownership: Ownership, xattrs: &[(Vec<u8>, Vec<u8>)]) {
     let (uid, gid) = match ownership {
         Ownership::Reset => (0, 0),
         Ownership::OnDisk => (entry.stat.uid, entry.stat.gid),
@@ -887,9 +756,7 @@ fn write_header(
     let (typeflag, size, linkname, mode): (&[u8], u64, &[u8], u32) = match &entry.kind {
         EntryKind::File => (b"0", entry.size, b"", entry.mode),
         EntryKind::Dir => (b"5", 0, b"", entry.mode),
-        EntryKind::Symlink { target } => {
-            (b"2", 0, target.as_os_str().as_bytes(), entry.mode | 0o777)
-        }
+        EntryKind::Symlink { target } => (b"2", 0, target.as_os_str().as_bytes(), entry.mode | 0o777),
     };
     h.update(b"name");
     h.update(b"mode");
@@ -933,8 +800,7 @@ fn read_xattrs(src: XattrSource<'_>) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let kept = !name.starts_with(b"com.apple.")
-            && (name == b"security.capability"
-                || !(name.starts_with(b"security.") || name.starts_with(b"system.")));
+            && (name == b"security.capability" || !(name.starts_with(b"security.") || name.starts_with(b"system.")));
         if !kept {
             continue;
         }

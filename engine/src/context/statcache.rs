@@ -167,21 +167,13 @@ impl Default for StatCache {
 }
 
 fn save_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StatCacheError + 'a {
-    move |source| StatCacheError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| StatCacheError::Io { op, path: path.to_owned(), source }
 }
 
 impl StatCache {
     /// An empty cache with the [`DEFAULT_RACY_WINDOW`].
     pub fn new() -> Self {
-        Self {
-            records: HashMap::new(),
-            file_written_ns: None,
-            racy_window_ns: DEFAULT_RACY_WINDOW.as_nanos() as i128,
-        }
+        Self { records: HashMap::new(), file_written_ns: None, racy_window_ns: DEFAULT_RACY_WINDOW.as_nanos() as i128 }
     }
 
     /// Sets the timestamp granularity used for the racy rule (builder style).
@@ -233,18 +225,11 @@ impl StatCache {
         };
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut tmp_name = path.file_name().unwrap_or(path.as_os_str()).to_owned();
-        tmp_name.push(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        tmp_name.push(format!(".tmp-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         let tmp = dir.join(tmp_name);
         let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-                .map_err(save_err("create", &tmp))?;
+            let mut file =
+                OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(save_err("create", &tmp))?;
             file.write_all(&data).map_err(save_err("write", &tmp))?;
             file.sync_all().map_err(save_err("fsync", &tmp))?;
             drop(file);
@@ -287,11 +272,7 @@ impl StatCache {
 
     /// An empty cache with this one's racy window, to fill during a hashing run.
     pub(crate) fn fresh(&self) -> Self {
-        Self {
-            records: HashMap::new(),
-            file_written_ns: None,
-            racy_window_ns: self.racy_window_ns,
-        }
+        Self { records: HashMap::new(), file_written_ns: None, racy_window_ns: self.racy_window_ns }
     }
 
     /// Copies `entry`'s record from `from` (after a [`lookup`](Self::lookup) hit).
@@ -303,25 +284,17 @@ impl StatCache {
 
     /// Records `digest` for `entry` if what was stat-verified at `observed_at_ns` (`verified`) is
     /// exactly the entry's key and the entry is not racy.
-    pub(crate) fn record(
-        &mut self,
-        entry: &Entry,
-        verified: StatKey,
-        observed_at_ns: i128,
-        digest: Digest,
-    ) {
+    pub(crate) fn record(&mut self, entry: &Entry, verified: StatKey, observed_at_ns: i128, digest: Digest) {
         let key = StatKey::of_entry(entry);
         if key == verified && !key.racy(observed_at_ns, self.racy_window_ns) {
-            self.records
-                .insert(entry.path.clone(), Record { key, digest });
+            self.records.insert(entry.path.clone(), Record { key, digest });
         }
     }
 
     fn encode(&self) -> Vec<u8> {
         let mut paths: Vec<&PathBuf> = self.records.keys().collect();
         paths.sort();
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + self.records.len() * (RECORD_FIXED_LEN + 32) + 32);
+        let mut out = Vec::with_capacity(HEADER_LEN + self.records.len() * (RECORD_FIXED_LEN + 32) + 32);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
@@ -430,15 +403,7 @@ mod tests {
             kind: EntryKind::File,
             mode: 0o644,
             size: 5,
-            stat: StatInfo {
-                dev: 1,
-                ino: 2,
-                nlink: 1,
-                mtime_ns,
-                ctime_ns: mtime_ns,
-                uid: 0,
-                gid: 0,
-            },
+            stat: StatInfo { dev: 1, ino: 2, nlink: 1, mtime_ns, ctime_ns: mtime_ns, uid: 0, gid: 0 },
         }
     }
 
@@ -475,10 +440,7 @@ mod tests {
         let fresh = entry("new", now);
         let mut cache = StatCache::new();
         cache.record(&fresh, key_of(&fresh), now, Digest::of(b"x"));
-        assert!(
-            cache.is_empty(),
-            "an entry modified within the racy window must not be recorded"
-        );
+        assert!(cache.is_empty(), "an entry modified within the racy window must not be recorded");
 
         // Recorded as old, but the cache file turns out to be written within the window of its
         // timestamps (e.g. clocks disagree): lookup must not trust it.
@@ -538,10 +500,7 @@ mod tests {
         let file = dir.path().join("cache");
         fs::write(&file, b"old junk").unwrap();
         StatCache::new().save(&file).unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("cache")]);
         assert!(StatCache::load(&file).is_empty());
         assert!(fs::read(&file).unwrap().starts_with(MAGIC));

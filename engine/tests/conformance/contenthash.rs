@@ -85,10 +85,7 @@ pub fn run(dir: &Path, reports: &mut Vec<CorpusReport>) {
     files.sort();
     let mut report = CorpusReport::new("contenthash");
     for file in files {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let case: Case = match fs::read_to_string(&file)
             .map_err(|e| e.to_string())
             .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()))
@@ -113,32 +110,18 @@ fn run_row(case: &Case, expect: &Expect) -> Result<(), String> {
     build_tree(&root, case)?;
     if let Some(gone) = &expect.after_removing {
         let target = root.join(gone);
-        let meta =
-            fs::symlink_metadata(&target).map_err(|e| format!("after_removing {gone}: {e}"))?;
-        let removed = if meta.is_dir() {
-            fs::remove_dir_all(&target)
-        } else {
-            fs::remove_file(&target)
-        };
+        let meta = fs::symlink_metadata(&target).map_err(|e| format!("after_removing {gone}: {e}"))?;
+        let removed = if meta.is_dir() { fs::remove_dir_all(&target) } else { fs::remove_file(&target) };
         removed.map_err(|e| format!("after_removing {gone}: {e}"))?;
     }
-    let options = ChecksumOptions {
-        follow_links: expect.follow_links,
-        ownership: Ownership::OnDisk,
-    };
+    let options = ChecksumOptions { follow_links: expect.follow_links, ownership: Ownership::OnDisk };
     let got = checksum_path(&root, Path::new(&expect.path), &options);
     match (&expect.digest, &expect.error, got) {
         (Some(want), None, Ok(got)) if got.to_string() == *want => Ok(()),
         (Some(want), None, Ok(got)) => Err(format!("digest {got}, expected {want}")),
         (Some(want), None, Err(e)) => Err(format!("error {e}, expected digest {want}")),
-        (None, Some(want), Err(e))
-            if e.to_string().to_lowercase().contains(&want.to_lowercase()) =>
-        {
-            Ok(())
-        }
-        (None, Some(want), Err(e)) => Err(format!(
-            "error {e:?}, expected an error containing {want:?}"
-        )),
+        (None, Some(want), Err(e)) if e.to_string().to_lowercase().contains(&want.to_lowercase()) => Ok(()),
+        (None, Some(want), Err(e)) => Err(format!("error {e:?}, expected an error containing {want:?}")),
         (None, Some(want), Ok(got)) => Err(format!("digest {got}, expected error {want:?}")),
         _ => Err("row must give exactly one of digest and error".into()),
     }
@@ -155,32 +138,21 @@ fn build_tree(root: &Path, case: &Case) -> Result<(), String> {
         let fail = |what: &str, e: std::io::Error| format!("tree {} ({what}): {e}", node.path);
         match node.kind.as_str() {
             "file" => {
-                fs::write(&path, node.content.as_deref().unwrap_or(""))
-                    .map_err(|e| fail("write", e))?;
-                modes.push((
-                    path.clone(),
-                    node.mode.as_ref().map_or(Ok(0o644), Mode::value)?,
-                ));
+                fs::write(&path, node.content.as_deref().unwrap_or("")).map_err(|e| fail("write", e))?;
+                modes.push((path.clone(), node.mode.as_ref().map_or(Ok(0o644), Mode::value)?));
             }
             "dir" => {
                 fs::create_dir(&path).map_err(|e| fail("mkdir", e))?;
-                modes.push((
-                    path.clone(),
-                    node.mode.as_ref().map_or(Ok(0o755), Mode::value)?,
-                ));
+                modes.push((path.clone(), node.mode.as_ref().map_or(Ok(0o755), Mode::value)?));
             }
             "symlink" => {
-                let target = node
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| format!("tree {}: symlink without target", node.path))?;
+                let target =
+                    node.target.as_deref().ok_or_else(|| format!("tree {}: symlink without target", node.path))?;
                 symlink(target, &path).map_err(|e| fail("symlink", e))?;
             }
             "hardlink" => {
-                let target = node
-                    .target
-                    .as_deref()
-                    .ok_or_else(|| format!("tree {}: hardlink without target", node.path))?;
+                let target =
+                    node.target.as_deref().ok_or_else(|| format!("tree {}: hardlink without target", node.path))?;
                 fs::hard_link(root.join(target), &path).map_err(|e| fail("link", e))?;
             }
             other => return Err(format!("tree {}: unknown type {other:?}", node.path)),
