@@ -588,13 +588,22 @@ pub struct Parsed {
 
 /// Appends BuildKit's `(did you mean X?)` when an option is within edit distance 2.
 pub(crate) fn suggest(message: String, value: &str, options: &[&str], case_sensitive: bool) -> String {
+    match closest(value, options, case_sensitive) {
+        Some(m) => format!("{message} (did you mean {m}?)"),
+        None => message,
+    }
+}
+
+/// BuildKit's `suggest.Search`: the option within edit distance 2 of `value` (the nearest), none
+/// when `value` is itself an option.
+pub(crate) fn closest(value: &str, options: &[&str], case_sensitive: bool) -> Option<String> {
     let val = if case_sensitive { value.to_owned() } else { value.to_lowercase() };
     let mut best: Option<String> = None;
     let mut min = 3;
     for opt in options {
         let o = if case_sensitive { (*opt).to_owned() } else { opt.to_lowercase() };
         if o == val {
-            return message;
+            return None;
         }
         let d = levenshtein(&val, &o);
         if d < min {
@@ -610,10 +619,7 @@ pub(crate) fn suggest(message: String, value: &str, options: &[&str], case_sensi
             });
         }
     }
-    match best {
-        Some(m) => format!("{message} (did you mean {m}?)"),
-        None => message,
-    }
+    best
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
