@@ -60,8 +60,17 @@ pub(crate) fn trim_space(s: &[u8]) -> &[u8] {
     }
 }
 
-/// Go's `filepath.Clean` on Unix: the shortest equivalent path, lexically.
-pub(crate) fn clean(path: &[u8]) -> Vec<u8> {
+/// Go's `filepath.Clean` on Unix: the shortest equivalent path, found lexically (repeated `/`
+/// and `.` elements dropped, `..` resolved, no trailing `/`; `.` for an empty result). Docker
+/// cleans every ignore pattern with it.
+///
+/// ```
+/// use nullspace_engine::context::ignore::clean;
+/// assert_eq!(clean(b"a//b/./c/../"), b"a/b");
+/// assert_eq!(clean(b"/../x"), b"/x");
+/// assert_eq!(clean(b""), b".");
+/// ```
+pub fn clean(path: &[u8]) -> Vec<u8> {
     if path.is_empty() {
         return b".".to_vec();
     }

@@ -35,6 +35,7 @@ mod gostr;
 use std::sync::OnceLock;
 
 pub use file::{IgnoreFileError, find_ignore_file, read_all, read_ignore_file};
+pub use gostr::clean;
 
 use glob::Shape;
 
