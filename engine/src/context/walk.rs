@@ -364,10 +364,13 @@ fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize) -> Result<Fo
         let workers: Vec<_> = (0..threads)
             .map(|_| scope.spawn(|| worker(&shared)))
             .collect();
-        // A worker only panics on a bug; its findings are then lost, and reported below.
+        // A worker panics only on a bug: pass the panic on rather than return a partial listing.
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_default())
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     let mut all = Found::default();
@@ -415,16 +418,30 @@ fn worker(shared: &Shared<'_>) -> Found {
                     .unwrap_or_else(PoisonError::into_inner);
             }
         };
+        let guard = PanicGuard(shared);
         let mut subdirs = Vec::new();
         if let Err(error) = read_dir(shared, &job, &mut found, &mut subdirs) {
             found.errors.push(error);
             shared.abort.store(true, AtomicOrdering::Relaxed);
         }
+        std::mem::forget(guard);
         let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.busy -= 1;
         // Reverse so that popping from the end visits the first names first.
         queue.jobs.extend(subdirs.into_iter().rev());
         shared.wake.notify_all();
+    }
+}
+
+/// Stops the other workers if this one panics mid-job, so that they do not wait for it forever.
+struct PanicGuard<'s, 'm>(&'s Shared<'m>);
+
+impl Drop for PanicGuard<'_, '_> {
+    fn drop(&mut self) {
+        self.0.abort.store(true, AtomicOrdering::Relaxed);
+        let mut queue = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.busy -= 1;
+        self.0.wake.notify_all();
     }
 }
 

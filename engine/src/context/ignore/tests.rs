@@ -105,6 +105,11 @@ fn globs_classes_and_escapes() {
         excluded(&["^a"], "^a"),
         "no glob character: compared as text"
     );
+    // Go's POSIX classes and `\b` word boundary (ASCII) work as in Docker.
+    assert!(excluded(&["[[:alpha:]]"], "q"));
+    assert!(!excluded(&["[[:alpha:]]"], "1"));
+    assert!(excluded(&["a\\b*"], "a-x"));
+    assert!(!excluded(&["a\\b*"], "ab"));
     // `\d` is Go's ASCII digit class.
     assert!(excluded(&["v\\d"], "v7"));
 }
