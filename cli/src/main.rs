@@ -2,6 +2,7 @@
 
 mod commands;
 mod input;
+mod output;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

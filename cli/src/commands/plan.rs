@@ -1,6 +1,6 @@
 //! `nullspace plan PATH`: the normalized plan as JSON (diagnostics on stderr; exit 1 on errors).
 
-use crate::input;
+use crate::{input, output};
 use anyhow::Result;
 use nullspace_plan::diagnostic::render;
 use nullspace_plan::normalize::plan;
@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     match outcome.plan {
         Some(plan) => {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            output::emit_json(&plan)?;
             Ok(ExitCode::SUCCESS)
         }
         None => Ok(ExitCode::FAILURE),

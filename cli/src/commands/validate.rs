@@ -1,6 +1,6 @@
 //! `nullspace validate PATH|-`: every problem, like a compiler; exit code 1 on errors.
 
-use crate::input;
+use crate::{input, output};
 use anyhow::Result;
 use nullspace_plan::diagnostic::render;
 use nullspace_plan::normalize::plan;
@@ -29,15 +29,12 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let input = input::load(&args.path, &args.build_args)?;
     let outcome = plan(&input.template, &input.options);
     match args.format {
-        Format::Human => print!("{}", render(&outcome.diagnostics, outcome.dockerfile_source.as_deref())),
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "valid": !outcome.has_errors(),
-                "plan_digest": outcome.plan.as_ref().map(|p| &p.plan_digest),
-                "diagnostics": outcome.diagnostics,
-            }))?
-        ),
+        Format::Human => output::emit(&render(&outcome.diagnostics, outcome.dockerfile_source.as_deref()))?,
+        Format::Json => output::emit_json(&serde_json::json!({
+            "valid": !outcome.has_errors(),
+            "plan_digest": outcome.plan.as_ref().map(|p| &p.plan_digest),
+            "diagnostics": outcome.diagnostics,
+        }))?,
     }
     Ok(if outcome.has_errors() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

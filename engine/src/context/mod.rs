@@ -44,9 +44,7 @@ pub struct Entry {
 }
 
 /// The `stat(2)` fields that tell whether a file changed since it was last hashed.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct StatInfo {
     /// Device id.
     pub dev: u64,

@@ -30,9 +30,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
-use super::ignore::{
-    IgnoreFileError, MatchInfo, PatternError, PatternMatcher, find_ignore_file, read_ignore_file,
-};
+use super::ignore::{IgnoreFileError, MatchInfo, PatternError, PatternMatcher, find_ignore_file, read_ignore_file};
 use super::{Entry, EntryKind, StatInfo};
 
 /// Why a context could not be walked.
@@ -194,12 +192,7 @@ impl Walker {
     /// [`Self::patterns`], `root/.dockerignore` applies if it exists.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self {
-            root: root.into(),
-            dockerfile: None,
-            patterns: None,
-            threads,
-        }
+        Self { root: root.into(), dockerfile: None, patterns: None, threads }
     }
 
     /// The Dockerfile being built (relative to the root unless absolute): its
@@ -228,10 +221,7 @@ impl Walker {
 
     /// Walks the context.
     pub fn walk(&self) -> Result<WalkResult, WalkError> {
-        let root_error = |source| WalkError::Root {
-            path: self.root.clone(),
-            source,
-        };
+        let root_error = |source| WalkError::Root { path: self.root.clone(), source };
         // fsutil resolves the root's symlinks before walking.
         let root = self.root.canonicalize().map_err(root_error)?;
         if !root.metadata().map_err(root_error)?.is_dir() {
@@ -241,20 +231,15 @@ impl Walker {
             Some(patterns) => (None, patterns.clone()),
             None => match find_ignore_file(&root, self.dockerfile.as_deref()) {
                 Some(file) => {
-                    let patterns =
-                        read_ignore_file(&file).map_err(|source| WalkError::IgnoreFile {
-                            path: file.clone(),
-                            source,
-                        })?;
+                    let patterns = read_ignore_file(&file)
+                        .map_err(|source| WalkError::IgnoreFile { path: file.clone(), source })?;
                     (Some(file), patterns)
                 }
                 None => (None, Vec::new()),
             },
         };
-        let matcher = PatternMatcher::new(&patterns).map_err(|source| WalkError::Patterns {
-            from: ignore_file.clone(),
-            source,
-        })?;
+        let matcher = PatternMatcher::new(&patterns)
+            .map_err(|source| WalkError::Patterns { from: ignore_file.clone(), source })?;
         let walked = walk_tree(&root, &matcher, self.threads)?;
         let mut result = assemble(walked);
         result.ignore_file = ignore_file;
@@ -293,10 +278,7 @@ impl Descend {
             .filter(|p| p.is_exclusion())
             .map(|p| without_trailing_glob(p.as_bytes()))
             .collect();
-        if exceptions
-            .iter()
-            .any(|p| p.iter().any(|b| b"*[]?^\\".contains(b)))
-        {
+        if exceptions.iter().any(|p| p.iter().any(|b| b"*[]?^\\".contains(b))) {
             return Self::Always;
         }
         Self::Prefixes(exceptions.into_iter().map(|p| [p, b"/"].concat()).collect())
@@ -305,9 +287,9 @@ impl Descend {
     fn enters(&self, dir: &[u8]) -> bool {
         match self {
             Self::Always => true,
-            Self::Prefixes(prefixes) => prefixes
-                .iter()
-                .any(|p| p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/'),
+            Self::Prefixes(prefixes) => {
+                prefixes.iter().any(|p| p.len() > dir.len() && p.starts_with(dir) && p[dir.len()] == b'/')
+            }
         }
     }
 }
@@ -344,34 +326,18 @@ struct Shared<'a> {
 }
 
 fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize) -> Result<Found, WalkError> {
-    let root_job = DirJob {
-        abs: root.to_owned(),
-        rel: Vec::new(),
-        info: MatchInfo::default(),
-        excluded: false,
-    };
+    let root_job = DirJob { abs: root.to_owned(), rel: Vec::new(), info: MatchInfo::default(), excluded: false };
     let shared = Shared {
         matcher,
         descend: Descend::new(matcher),
-        queue: Mutex::new(Queue {
-            jobs: vec![root_job],
-            busy: 0,
-        }),
+        queue: Mutex::new(Queue { jobs: vec![root_job], busy: 0 }),
         wake: Condvar::new(),
         abort: AtomicBool::new(false),
     };
     let founds: Vec<Found> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| scope.spawn(|| worker(&shared)))
-            .collect();
+        let workers: Vec<_> = (0..threads).map(|_| scope.spawn(|| worker(&shared))).collect();
         // A worker panics only on a bug: pass the panic on rather than return a partial listing.
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
     let mut all = Found::default();
     for found in founds {
@@ -382,13 +348,7 @@ fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize) -> Result<Fo
         all.unsupported.extend(found.unsupported);
         all.errors.extend(found.errors);
     }
-    match all
-        .errors
-        .iter()
-        .enumerate()
-        .min_by(|a, b| path_order(a.1.path(), b.1.path()))
-        .map(|(i, _)| i)
-    {
+    match all.errors.iter().enumerate().min_by(|a, b| path_order(a.1.path(), b.1.path())).map(|(i, _)| i) {
         Some(first) => Err(all.errors.swap_remove(first)),
         None => Ok(all),
     }
@@ -412,10 +372,7 @@ fn worker(shared: &Shared<'_>) -> Found {
                     shared.wake.notify_all();
                     return found;
                 }
-                queue = shared
-                    .wake
-                    .wait(queue)
-                    .unwrap_or_else(PoisonError::into_inner);
+                queue = shared.wake.wait(queue).unwrap_or_else(PoisonError::into_inner);
             }
         };
         let guard = PanicGuard(shared);
@@ -451,18 +408,10 @@ fn rel_path(bytes: &[u8]) -> PathBuf {
 
 /// Whether a read error means "it is gone", which fsutil skips silently.
 fn vanished(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-    )
+    matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
-fn read_dir(
-    shared: &Shared<'_>,
-    job: &DirJob,
-    found: &mut Found,
-    subdirs: &mut Vec<DirJob>,
-) -> Result<(), WalkError> {
+fn read_dir(shared: &Shared<'_>, job: &DirJob, found: &mut Found, subdirs: &mut Vec<DirJob>) -> Result<(), WalkError> {
     let unreadable = |source: io::Error| -> Result<(), WalkError> {
         if vanished(&source) {
             return Ok(());
@@ -471,10 +420,7 @@ fn read_dir(
             tracing::debug!(dir = %job.abs.display(), "skipping unreadable excluded directory");
             return Ok(());
         }
-        Err(WalkError::ReadDir {
-            path: job.abs.clone(),
-            source,
-        })
+        Err(WalkError::ReadDir { path: job.abs.clone(), source })
     };
     let entries = match std::fs::read_dir(&job.abs) {
         Ok(entries) => entries,
@@ -512,10 +458,7 @@ fn visit(
         shared
             .matcher
             .matches_using_parent_results(&rel, &job.info)
-            .map_err(|source| WalkError::Match {
-                path: rel_path(&rel),
-                source,
-            })?
+            .map_err(|source| WalkError::Match { path: rel_path(&rel), source })?
     };
     if excluded {
         if is_dir && shared.descend.enters(&rel) {
@@ -523,20 +466,9 @@ fn visit(
             if let Some(entry) = examine(&entry, &rel)? {
                 found.excluded_dirs.push(entry);
             }
-            subdirs.push(DirJob {
-                abs: entry.path(),
-                rel,
-                info,
-                excluded: true,
-            });
+            subdirs.push(DirJob { abs: entry.path(), rel, info, excluded: true });
         } else {
-            let size = if is_dir {
-                0
-            } else {
-                entry
-                    .metadata()
-                    .map_or(0, |m| if m.is_file() { m.len() } else { 0 })
-            };
+            let size = if is_dir { 0 } else { entry.metadata().map_or(0, |m| if m.is_file() { m.len() } else { 0 }) };
             found.excluded.add(size);
         }
         return Ok(());
@@ -545,10 +477,7 @@ fn visit(
         Ok(metadata) => metadata,
         Err(source) if vanished(&source) => return Ok(()),
         Err(source) => {
-            return Err(WalkError::Stat {
-                path: entry.path(),
-                source,
-            });
+            return Err(WalkError::Stat { path: entry.path(), source });
         }
     };
     let file_type = metadata.file_type();
@@ -565,20 +494,12 @@ fn visit(
     };
     if let Some(kind) = kind {
         tracing::debug!(path = %entry.path().display(), ?kind, "leaving out unsupported file");
-        found.unsupported.push(Unsupported {
-            path: rel_path(&rel),
-            kind,
-        });
+        found.unsupported.push(Unsupported { path: rel_path(&rel), kind });
         return Ok(());
     }
     if let Some(listed) = to_entry(&entry, &rel, &metadata)? {
         if file_type.is_dir() {
-            subdirs.push(DirJob {
-                abs: entry.path(),
-                rel,
-                info,
-                excluded: false,
-            });
+            subdirs.push(DirJob { abs: entry.path(), rel, info, excluded: false });
         }
         found.included.push(listed);
     }
@@ -590,10 +511,7 @@ fn examine(entry: &DirEntry, rel: &[u8]) -> Result<Option<Entry>, WalkError> {
     match entry.metadata() {
         Ok(metadata) => to_entry(entry, rel, &metadata),
         Err(source) if vanished(&source) => Ok(None),
-        Err(source) => Err(WalkError::Stat {
-            path: entry.path(),
-            source,
-        }),
+        Err(source) => Err(WalkError::Stat { path: entry.path(), source }),
     }
 }
 
@@ -606,10 +524,7 @@ fn to_entry(entry: &DirEntry, rel: &[u8], metadata: &Metadata) -> Result<Option<
             Ok(target) => target,
             Err(source) if vanished(&source) => return Ok(None),
             Err(source) => {
-                return Err(WalkError::Stat {
-                    path: entry.path(),
-                    source,
-                });
+                return Err(WalkError::Stat { path: entry.path(), source });
             }
         };
         let size = target.as_os_str().len() as u64;
@@ -639,34 +554,17 @@ fn to_entry(entry: &DirEntry, rel: &[u8], metadata: &Metadata) -> Result<Option<
 /// order of a depth-first walk with each directory read in name order.
 pub fn path_order(a: &Path, b: &Path) -> Ordering {
     let key = |c: &u8| if *c == b'/' { 0 } else { *c };
-    a.as_os_str()
-        .as_bytes()
-        .iter()
-        .map(key)
-        .cmp(b.as_os_str().as_bytes().iter().map(key))
+    a.as_os_str().as_bytes().iter().map(key).cmp(b.as_os_str().as_bytes().iter().map(key))
 }
 
 /// Lists the excluded directories above included entries, sorts, and counts.
 fn assemble(found: Found) -> WalkResult {
-    let Found {
-        mut included,
-        excluded_dirs,
-        mut excluded,
-        mut unsupported,
-        ..
-    } = found;
+    let Found { mut included, excluded_dirs, mut excluded, mut unsupported, .. } = found;
     let mut needed = vec![false; excluded_dirs.len()];
     if !excluded_dirs.is_empty() {
-        let index: HashMap<&[u8], usize> = excluded_dirs
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path.as_os_str().as_bytes(), i))
-            .collect();
-        let parent = |path: &[u8]| {
-            path.iter()
-                .rposition(|&b| b == b'/')
-                .map(|cut| path[..cut].to_vec())
-        };
+        let index: HashMap<&[u8], usize> =
+            excluded_dirs.iter().enumerate().map(|(i, e)| (e.path.as_os_str().as_bytes(), i)).collect();
+        let parent = |path: &[u8]| path.iter().rposition(|&b| b == b'/').map(|cut| path[..cut].to_vec());
         for entry in &included {
             let mut up = parent(entry.path.as_os_str().as_bytes());
             while let Some(dir) = up {
@@ -690,20 +588,9 @@ fn assemble(found: Found) -> WalkResult {
     unsupported.sort_unstable_by(|a, b| path_order(&a.path, &b.path));
     let mut stats = Stats::default();
     for entry in &included {
-        stats.add(if entry.kind == EntryKind::File {
-            entry.size
-        } else {
-            0
-        });
+        stats.add(if entry.kind == EntryKind::File { entry.size } else { 0 });
     }
-    WalkResult {
-        entries: included,
-        included: stats,
-        excluded,
-        unsupported,
-        ignore_file: None,
-        patterns: Vec::new(),
-    }
+    WalkResult { entries: included, included: stats, excluded, unsupported, ignore_file: None, patterns: Vec::new() }
 }
 
 #[cfg(test)]

@@ -20,8 +20,7 @@ pub fn run(dir: &Path, reports: &mut Vec<CorpusReport>) {
 }
 
 fn read_json(path: &Path) -> Result<Value, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))
 }
 
@@ -35,22 +34,14 @@ fn run_patterns(path: &Path) -> CorpusReport {
         }
     };
     for (kind, key) in [("single", "pattern"), ("multi", "patterns")] {
-        let rows = doc
-            .get(kind)
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+        let rows = doc.get(kind).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
         for (i, row) in rows.iter().enumerate() {
             if row.get("windows_only").and_then(Value::as_bool) == Some(true) {
                 continue;
             }
             let patterns: Vec<String> = match row.get(key) {
                 Some(Value::String(one)) => vec![one.clone()],
-                Some(Value::Array(many)) => many
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect(),
+                Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
                 _ => Vec::new(),
             };
             let text = row.get("text").and_then(Value::as_str).unwrap_or_default();
@@ -77,20 +68,14 @@ fn judge_pattern_row(row: &Value, patterns: &[String], text: &str) -> Result<(),
             Ok(got) => Err(format!("accepted (matched: {got}), but Docker refuses it")),
         };
     }
-    let want = row
-        .get("match")
-        .and_then(Value::as_bool)
-        .ok_or("row has no boolean `match`")?;
+    let want = row.get("match").and_then(Value::as_bool).ok_or("row has no boolean `match`")?;
     let direct = direct.map_err(|e| format!("MatchesOrParentMatches failed: {e}"))?;
     if direct != want {
         return Err(format!("MatchesOrParentMatches gave {direct}, want {want}"));
     }
-    let walked = walk_ancestors(&matcher, text)
-        .map_err(|e| format!("MatchesUsingParentResults failed: {e}"))?;
+    let walked = walk_ancestors(&matcher, text).map_err(|e| format!("MatchesUsingParentResults failed: {e}"))?;
     if walked != want {
-        return Err(format!(
-            "MatchesUsingParentResults gave {walked}, want {want}"
-        ));
+        return Err(format!("MatchesUsingParentResults gave {walked}, want {want}"));
     }
     Ok(())
 }
@@ -107,16 +92,10 @@ fn walk_ancestors(matcher: &PatternMatcher, text: &str) -> Result<bool, String> 
         let parts: Vec<&[u8]> = parent.split(|&b| b == b'/').collect();
         for i in 1..=parts.len() {
             let prefix = parts[..i].join(&b'/');
-            info = matcher
-                .matches_using_parent_results(&prefix, &info)
-                .map_err(|e| e.to_string())?
-                .1;
+            info = matcher.matches_using_parent_results(&prefix, &info).map_err(|e| e.to_string())?.1;
         }
     }
-    matcher
-        .matches_using_parent_results(text, &info)
-        .map(|(hit, _)| hit)
-        .map_err(|e| e.to_string())
+    matcher.matches_using_parent_results(text, &info).map(|(hit, _)| hit).map_err(|e| e.to_string())
 }
 
 fn run_walks(dir: &Path) -> CorpusReport {
@@ -131,10 +110,7 @@ fn run_walks(dir: &Path) -> CorpusReport {
     cases.retain(|p| p.extension().is_some_and(|e| e == "json"));
     cases.sort();
     for case in cases {
-        let name = case
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = case.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         report.check(&name, run_walk_case(&case));
     }
     report
@@ -143,21 +119,12 @@ fn run_walks(dir: &Path) -> CorpusReport {
 fn run_walk_case(path: &Path) -> Result<(), String> {
     let doc = read_json(path)?;
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let files = doc
-        .get("files")
-        .and_then(Value::as_object)
-        .ok_or("case has no `files` object")?;
+    let files = doc.get("files").and_then(Value::as_object).ok_or("case has no `files` object")?;
     for (name, spec) in files {
         materialise(tmp.path(), name, spec)?;
     }
-    let dockerfile = doc
-        .get("dockerfile")
-        .and_then(Value::as_str)
-        .unwrap_or("Dockerfile");
-    let result = Walker::new(tmp.path())
-        .dockerfile(dockerfile)
-        .walk()
-        .map_err(|e| format!("walk failed: {e}"))?;
+    let dockerfile = doc.get("dockerfile").and_then(Value::as_str).unwrap_or("Dockerfile");
+    let result = Walker::new(tmp.path()).dockerfile(dockerfile).walk().map_err(|e| format!("walk failed: {e}"))?;
     let got: Vec<String> = result
         .entries
         .iter()
@@ -175,20 +142,9 @@ fn run_walk_case(path: &Path) -> Result<(), String> {
         .and_then(Value::as_array)
         .ok_or("case has no `expected` array")?
         .iter()
-        .map(|line| {
-            line.as_str()
-                .map(str::to_owned)
-                .ok_or("non-string line in `expected`")
-        })
+        .map(|line| line.as_str().map(str::to_owned).ok_or("non-string line in `expected`"))
         .collect::<Result<_, _>>()?;
-    if got == expected {
-        Ok(())
-    } else {
-        Err(format!(
-            "listing differs (-expected +got):\n{}",
-            diff(&expected, &got)
-        ))
-    }
+    if got == expected { Ok(()) } else { Err(format!("listing differs (-expected +got):\n{}", diff(&expected, &got))) }
 }
 
 /// Creates one corpus entry: a string is a file's content, `{"symlink": T}` a symlink,
@@ -220,11 +176,7 @@ fn diff(expected: &[String], got: &[String]) -> String {
     let mut lcs = vec![vec![0usize; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if expected[i] == got[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
-            };
+            lcs[i][j] = if expected[i] == got[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
         }
     }
     let mut out = String::new();

@@ -20,11 +20,7 @@ pub struct CorpusReport {
 
 impl CorpusReport {
     pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            passed: 0,
-            failures: Vec::new(),
-        }
+        Self { name: name.into(), passed: 0, failures: Vec::new() }
     }
 
     /// Records one case: `Ok(())` passes, `Err(why)` fails with `case: why`.
@@ -46,10 +42,7 @@ fn corpus_dir() -> PathBuf {
 fn main() -> ExitCode {
     let dir = corpus_dir();
     if !dir.is_dir() {
-        eprintln!(
-            "conformance: corpus directory {} does not exist",
-            dir.display()
-        );
+        eprintln!("conformance: corpus directory {} does not exist", dir.display());
         return ExitCode::FAILURE;
     }
     let mut reports = Vec::new();
@@ -63,20 +56,11 @@ fn main() -> ExitCode {
         for failure in &report.failures {
             println!("FAIL [{}] {failure}", report.name);
         }
-        println!(
-            "{}: {} passed, {} failed",
-            report.name,
-            report.passed,
-            report.failures.len()
-        );
+        println!("{}: {} passed, {} failed", report.name, report.passed, report.failures.len());
         failed_any |= !report.failures.is_empty();
     }
     let passed: usize = reports.iter().map(|r| r.passed).sum();
     let failed: usize = reports.iter().map(|r| r.failures.len()).sum();
     println!("conformance: {passed} passed, {failed} failed");
-    if failed_any {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if failed_any { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

@@ -15,7 +15,7 @@ use crate::builder::{Base, ReadyCheck, Step, Template};
 use crate::diagnostic::{Diagnostic, Span};
 use crate::plan::{Command, CopyFrom, Mount, Op, PlanStep, SecretRef, Stage};
 use crate::reference::BaseImage;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
@@ -106,12 +106,21 @@ pub(super) fn check_secrets(template: &Template, diagnostics: &mut Vec<Diagnosti
     }
 }
 
-pub(super) fn secret_refs(template: &Template) -> Vec<SecretRef> {
-    let mut refs: Vec<SecretRef> =
-        template.secrets.iter().map(|s| SecretRef { id: s.id.clone(), env: Some(s.env.clone()) }).collect();
-    refs.sort();
-    refs.dedup_by(|a, b| a.id == b.id);
-    refs
+/// The secrets a plan uses: those the template declares and those RUN mounts name, each once,
+/// with the variable that supplies it when the template declares one.
+pub(super) fn secret_refs(template: &Template, stages: &[Stage]) -> Vec<SecretRef> {
+    let mut refs: BTreeMap<String, Option<String>> =
+        template.secrets.iter().map(|s| (s.id.clone(), Some(s.env.clone()))).collect();
+    for step in stages.iter().flat_map(|s| &s.steps) {
+        if let Op::Run { mounts, .. } = &step.op {
+            for mount in mounts {
+                if let Mount::Secret { id, .. } = mount {
+                    refs.entry(id.clone()).or_insert(None);
+                }
+            }
+        }
+    }
+    refs.into_iter().map(|(id, env)| SecretRef { id, env }).collect()
 }
 
 /// Appends the template's declarative steps to `stage` (the base stage, or a Dockerfile's target).

@@ -8,14 +8,15 @@
 //! are unknown here, so `UndefinedVar` ignores a few variables every image may define (`PATH`,
 //! `HOME`, …), and relative WORKDIRs resolve against `/`.
 
-use super::checks::{check_source_path, SourcePathProblem};
-use super::lint::{self, CheckConfig, Linter, Rule};
 use super::PlanOptions;
+use super::checks::{SourcePathProblem, check_source_path};
+use super::lint::{self, CheckConfig, Linter, Rule};
 use crate::builder::Template;
 use crate::diagnostic::{Diagnostic, Severity, Span};
 use crate::dockerfile::instructions::{
-    self, closest, AddCommand, Command as Instr, CommandMeta, CopyCommand, Healthcheck as InstrHealthcheck,
+    self, AddCommand, Command as Instr, CommandMeta, CopyCommand, Healthcheck as InstrHealthcheck,
     InstructionErrorKind, Mount as InstrMount, MountType, NetworkMode, RunCommand, Security, ShareMode, SourceContent,
+    closest,
 };
 use crate::dockerfile::parser::{self, ParseErrorKind};
 use crate::dockerfile::shell::{EnvGetter, Lex};
@@ -74,7 +75,7 @@ impl Ctx<'_> {
     fn span(&self, line: usize, end_line: usize, needle: Option<&str>) -> Span {
         let column = needle
             .filter(|n| !n.is_empty())
-            .and_then(|n| line.checked_sub(1).and_then(|i| self.lines.get(i)).and_then(|text| text.find(n)))
+            .and_then(|n| line.checked_sub(1).and_then(|i| <[&str]>::get(&self.lines, i)).and_then(|text| text.find(n)))
             .map_or(1, |byte| self.lines[line - 1][..byte].chars().count() + 1);
         Span::Dockerfile { file: self.file.to_string(), line, column, end_line: end_line.max(line) }
     }
@@ -96,7 +97,8 @@ impl Ctx<'_> {
 /// The platform as BuildKit's `platforms.Parse` splits it: os, architecture, variant.
 fn parse_platform(text: &str) -> Result<(String, String, String), String> {
     let parts: Vec<&str> = text.split('/').collect();
-    let ok = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+    let ok =
+        |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
     if parts.len() > 3 || !parts.iter().all(|p| ok(p)) {
         return Err(format!("\"{text}\": unknown operating system or architecture: invalid argument"));
     }
@@ -106,7 +108,9 @@ fn parse_platform(text: &str) -> Result<(String, String, String), String> {
         other => other.to_string(),
     };
     Ok(match parts.as_slice() {
-        [os] if ["linux", "windows", "darwin", "freebsd"].contains(os) => (os.to_string(), "amd64".into(), String::new()),
+        [os] if ["linux", "windows", "darwin", "freebsd"].contains(os) => {
+            (os.to_string(), "amd64".into(), String::new())
+        }
         [a] => ("linux".into(), arch(a), String::new()),
         [os, a] => (os.to_ascii_lowercase(), arch(a), String::new()),
         [os, a, v] => (os.to_ascii_lowercase(), arch(a), v.to_string()),
@@ -181,9 +185,9 @@ pub(super) fn normalize(
 fn parse_error_code(kind: &ParseErrorKind) -> &'static str {
     match kind {
         ParseErrorKind::TooLarge { .. } => "DockerfileTooLarge",
-        ParseErrorKind::InvalidUtf8 { .. } => "InvalidUtf8",
+        ParseErrorKind::InvalidUtf8 => "InvalidUtf8",
         ParseErrorKind::NoInstructions => "EmptyDockerfile",
-        ParseErrorKind::NotStringArray { .. } => "MalformedJson",
+        ParseErrorKind::NotStringArray => "MalformedJson",
         _ => "ParseError",
     }
 }
@@ -233,8 +237,12 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
         let needle = needle.as_deref().or(Some(error.instruction.as_str()));
         let span = ctx.span(error.line, error.end_line, needle);
         let hint = match code {
-            "UnknownInstruction" => Some("instructions are ADD, ARG, CMD, COPY, ENTRYPOINT, ENV, EXPOSE, FROM, HEALTHCHECK, LABEL, MAINTAINER, ONBUILD, RUN, SHELL, STOPSIGNAL, USER, VOLUME and WORKDIR"),
-            "InvalidMount" => Some("mount keys: type, target, source, from, readonly/rw, id, sharing, mode, uid, gid, required, env, size"),
+            "UnknownInstruction" => Some(
+                "instructions are ADD, ARG, CMD, COPY, ENTRYPOINT, ENV, EXPOSE, FROM, HEALTHCHECK, LABEL, MAINTAINER, ONBUILD, RUN, SHELL, STOPSIGNAL, USER, VOLUME and WORKDIR",
+            ),
+            "InvalidMount" => Some(
+                "mount keys: type, target, source, from, readonly/rw, id, sharing, mode, uid, gid, required, env, size",
+            ),
             _ => None,
         };
         let d = ctx.error(code, error.message.clone(), span);
@@ -246,7 +254,8 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
     if typed.stages.is_empty() {
         if !typed.errors.iter().any(|e| e.kind == InstructionErrorKind::NoBuildStage) {
             let span = ctx.span(1, 1, None);
-            ctx.error("NoFrom", "dockerfile contains no stages to build", span).hint = Some("start the Dockerfile with a FROM instruction".into());
+            ctx.error("NoFrom", "dockerfile contains no stages to build", span).hint =
+                Some("start the Dockerfile with a FROM instruction".into());
         }
         return Vec::new();
     }
@@ -269,7 +278,10 @@ fn check_malformed_json(ast: &parser::Node, ctx: &mut Ctx<'_>) {
             let span = ctx.span(node.start_line, node.end_line, Some("["));
             ctx.error(
                 "MalformedJson",
-                format!("{} arguments look like a JSON array but are not valid JSON, so they would run in shell form", keyword.to_uppercase()),
+                format!(
+                    "{} arguments look like a JSON array but are not valid JSON, so they would run in shell form",
+                    keyword.to_uppercase()
+                ),
                 span,
             )
             .hint = Some("use double quotes and commas: [\"executable\", \"arg\"]".into());
@@ -289,7 +301,12 @@ struct Dispatcher<'c, 'a> {
 }
 
 impl<'c, 'a> Dispatcher<'c, 'a> {
-    fn new(ctx: &'c mut Ctx<'a>, typed: &'c instructions::Parsed, template: &'c Template, options: &'c PlanOptions) -> Self {
+    fn new(
+        ctx: &'c mut Ctx<'a>,
+        typed: &'c instructions::Parsed,
+        template: &'c Template,
+        options: &'c PlanOptions,
+    ) -> Self {
         Self {
             ctx,
             typed,
@@ -302,8 +319,10 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     }
 
     fn default_args(&self, target_stage: &str) -> EnvList {
-        let target = parse_platform(&self.options.platform).unwrap_or_else(|_| ("linux".into(), "amd64".into(), String::new()));
-        let build = parse_platform(&self.build_platform).unwrap_or_else(|_| ("linux".into(), "amd64".into(), String::new()));
+        let target =
+            parse_platform(&self.options.platform).unwrap_or_else(|_| ("linux".into(), "amd64".into(), String::new()));
+        let build =
+            parse_platform(&self.build_platform).unwrap_or_else(|_| ("linux".into(), "amd64".into(), String::new()));
         let mut env = EnvList::default();
         let defaults = [
             ("BUILDPLATFORM", format_platform(&build)),
@@ -364,7 +383,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         self.stage_lints();
 
         let target_index = match &self.template.target {
-            Some(target) => match stages.iter().position(|s| s.name.as_deref() == Some(target.to_lowercase().as_str())) {
+            Some(target) => match stages.iter().position(|s| s.name.as_deref() == Some(target.to_lowercase().as_str()))
+            {
                 Some(i) => Some(i),
                 None => {
                     let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
@@ -372,7 +392,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     if let Some(m) = closest(target, &names, false) {
                         message.push_str(&format!(" (did you mean {m}?)"));
                     }
-                    self.ctx.diagnostics.push(Diagnostic::error("UnknownTarget", message).at(Span::Template { field: "target".into() }));
+                    self.ctx.diagnostics.push(
+                        Diagnostic::error("UnknownTarget", message).at(Span::Template { field: "target".into() }),
+                    );
                     None
                 }
             },
@@ -388,7 +410,10 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     let span = self.ctx.meta_span(&stage.meta, None);
                     self.ctx.lint(
                         lint::INVALID_DEFAULT_ARG_IN_FROM,
-                        format!("Default value for ARG {} results in empty or invalid base image name", stage.base_name),
+                        format!(
+                            "Default value for ARG {} results in empty or invalid base image name",
+                            stage.base_name
+                        ),
                         span,
                     );
                 }
@@ -419,7 +444,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 for d in &mut self.ctx.diagnostics[before..] {
                     if d.severity == Severity::Error {
                         d.severity = Severity::Warning;
-                        d.hint = Some("this stage is not needed for the target, so this does not fail the build".into());
+                        d.hint =
+                            Some("this stage is not needed for the target, so this does not fail the build".into());
                     }
                 }
             }
@@ -432,9 +458,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 let base = match &bases[index] {
                     Some(FromTarget::Stage(i)) => BaseImage::Stage { index: plan_index[i] },
                     Some(FromTarget::Image(reference)) if reference == "scratch" => BaseImage::Scratch,
-                    Some(FromTarget::Image(reference)) => {
-                        BaseImage::parse(reference).unwrap_or(BaseImage::Scratch)
-                    }
+                    Some(FromTarget::Image(reference)) => BaseImage::parse(reference).unwrap_or(BaseImage::Scratch),
                     None => BaseImage::Scratch,
                 };
                 Stage {
@@ -465,7 +489,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
         let majority_lower = lower > upper;
         for meta in &keywords {
-            let wrong = if majority_lower { meta.keyword != meta.keyword.to_lowercase() } else { meta.keyword != meta.keyword.to_uppercase() };
+            let wrong = if majority_lower {
+                meta.keyword != meta.keyword.to_lowercase()
+            } else {
+                meta.keyword != meta.keyword.to_uppercase()
+            };
             if wrong {
                 let casing = if majority_lower { "lowercase" } else { "uppercase" };
                 let span = self.ctx.meta_span(meta, Some(&meta.keyword));
@@ -480,7 +508,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             if let (Some(original), Some(as_keyword)) = (&stage.original_name, &stage.as_keyword) {
                 let span = self.ctx.meta_span(&stage.meta, Some(original));
                 if original != &original.to_lowercase() {
-                    self.ctx.lint(lint::STAGE_NAME_CASING, format!("Stage name '{original}' should be lowercase"), span.clone());
+                    self.ctx.lint(
+                        lint::STAGE_NAME_CASING,
+                        format!("Stage name '{original}' should be lowercase"),
+                        span.clone(),
+                    );
                 }
                 let from = &stage.meta.keyword;
                 let mismatch = if from == &from.to_lowercase() {
@@ -491,7 +523,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     false
                 };
                 if mismatch {
-                    self.ctx.lint(lint::FROM_AS_CASING, format!("'{as_keyword}' and '{from}' keywords' casing do not match"), span);
+                    self.ctx.lint(
+                        lint::FROM_AS_CASING,
+                        format!("'{as_keyword}' and '{from}' keywords' casing do not match"),
+                        span,
+                    );
                 }
             }
             if let Some(name) = &stage.name {
@@ -505,14 +541,23 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 }
                 if !seen.insert(name.clone()) {
                     self.ctx
-                        .error("DuplicateStageName", format!("Duplicate stage name \"{name}\", stage names should be unique"), span)
-                        .hint = Some("`--from` and FROM would silently pick the last stage of that name; rename one".into());
+                        .error(
+                            "DuplicateStageName",
+                            format!("Duplicate stage name \"{name}\", stage names should be unique"),
+                            span,
+                        )
+                        .hint =
+                        Some("`--from` and FROM would silently pick the last stage of that name; rename one".into());
                 }
             }
             for command in &stage.commands {
                 if let Instr::Maintainer(m) = command {
                     let span = self.ctx.meta_span(&m.meta, None);
-                    self.ctx.lint(lint::MAINTAINER_DEPRECATED, "Maintainer instruction is deprecated in favor of using label", span);
+                    self.ctx.lint(
+                        lint::MAINTAINER_DEPRECATED,
+                        "Maintainer instruction is deprecated in favor of using label",
+                        span,
+                    );
                 }
             }
         }
@@ -531,7 +576,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             let name = match expansion.value {
                 Ok(name) if name.is_empty() => {
                     let span = self.ctx.meta_span(&stage.meta, None);
-                    self.ctx.error("EmptyBaseName", format!("base name ({}) should not be blank", stage.base_name), span);
+                    self.ctx.error(
+                        "EmptyBaseName",
+                        format!("base name ({}) should not be blank", stage.base_name),
+                        span,
+                    );
                     bases.push(None);
                     continue;
                 }
@@ -552,9 +601,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     Ok(_) => FromTarget::Image(name),
                     Err(e) => {
                         let span = self.ctx.meta_span(&stage.meta, Some(&stage.base_name));
-                        self.ctx
-                            .error("InvalidImageReference", format!("base image `{name}`: {e}"), span)
-                            .hint = Some("write a reference such as `python:3.12-slim` or name an earlier stage".into());
+                        self.ctx.error("InvalidImageReference", format!("base image `{name}`: {e}"), span).hint =
+                            Some("write a reference such as `python:3.12-slim` or name an earlier stage".into());
                         bases.push(None);
                         continue;
                     }
@@ -595,7 +643,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         {
             self.ctx.lint(
                 lint::REDUNDANT_TARGET_PLATFORM,
-                format!("Setting platform to predefined {platform} in FROM is redundant as this is the default behavior"),
+                format!(
+                    "Setting platform to predefined {platform} in FROM is redundant as this is the default behavior"
+                ),
                 span.clone(),
             );
         }
@@ -660,7 +710,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 Some(format!("to copy from an image, give its full reference, e.g. `{from}:latest`"));
             return None;
         }
-        match ImageRef::parse_normalized(from) {
+        match from.parse::<ImageRef>().map(|r| r.to_string()) {
             Ok(reference) => Some(FromTarget::Image(reference)),
             Err(e) => {
                 self.ctx.error("InvalidImageReference", format!("`{from}`: {e}"), span);
@@ -724,7 +774,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                             let span = self.ctx.meta_span(meta, None);
                             self.ctx
                                 .error("StageCycle", format!("circular dependency detected on stage: {name}"), span)
-                                .hint = Some("a stage cannot depend, through FROM, --from or a mount, on itself".into());
+                                .hint =
+                                Some("a stage cannot depend, through FROM, --from or a mount, on itself".into());
                             return true;
                         }
                         Mark::New => {
@@ -817,7 +868,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 for pair in &c.env {
                     if pair.no_delim {
                         let span = self.ctx.meta_span(meta, None);
-                        self.ctx.lint(lint::LEGACY_KEY_VALUE_FORMAT, "\"ENV key=value\" should be used instead of legacy \"ENV key value\" format", span);
+                        self.ctx.lint(
+                            lint::LEGACY_KEY_VALUE_FORMAT,
+                            "\"ENV key=value\" should be used instead of legacy \"ENV key value\" format",
+                            span,
+                        );
                     }
                     let key = self.expand(&pair.key, state, meta);
                     let value = self.expand(&pair.value, state, meta);
@@ -868,7 +923,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             }
             Instr::Entrypoint(c) => {
                 self.used_once("ENTRYPOINT", meta, |s| &mut s.entrypoint_at, state);
-                Some(Op::Entrypoint { command: self.shell_dependent(&c.cmd_line, c.prepend_shell, "ENTRYPOINT", state, meta) })
+                Some(Op::Entrypoint {
+                    command: self.shell_dependent(&c.cmd_line, c.prepend_shell, "ENTRYPOINT", state, meta),
+                })
             }
             Instr::Shell(c) => {
                 state.shell = c.shell.clone();
@@ -881,17 +938,24 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 for pair in &c.labels {
                     if pair.no_delim {
                         let span = self.ctx.meta_span(meta, None);
-                        self.ctx.lint(lint::LEGACY_KEY_VALUE_FORMAT, "\"LABEL key=value\" should be used instead of legacy \"LABEL key value\" format", span);
+                        self.ctx.lint(
+                            lint::LEGACY_KEY_VALUE_FORMAT,
+                            "\"LABEL key=value\" should be used instead of legacy \"LABEL key value\" format",
+                            span,
+                        );
                     }
                     labels.push((self.expand(&pair.key, state, meta), self.expand(&pair.value, state, meta)));
                 }
                 Some(Op::Label { labels })
             }
-            Instr::Volume(c) => Some(Op::Volume { paths: c.volumes.iter().map(|v| self.expand(v, state, meta)).collect() }),
+            Instr::Volume(c) => {
+                Some(Op::Volume { paths: c.volumes.iter().map(|v| self.expand(v, state, meta)).collect() })
+            }
             Instr::StopSignal(c) => Some(Op::StopSignal { signal: self.expand(&c.signal, state, meta) }),
             Instr::Healthcheck(c) => {
                 self.used_once("HEALTHCHECK", meta, |s| &mut s.healthcheck_at, state);
-                let ns = |d: Option<std::time::Duration>| d.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+                let ns =
+                    |d: Option<std::time::Duration>| d.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
                 let check = match &c.health {
                     InstrHealthcheck::None => Healthcheck {
                         test: vec!["NONE".into()],
@@ -901,14 +965,16 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                         start_interval_ns: 0,
                         retries: 0,
                     },
-                    InstrHealthcheck::Cmd { test, interval, timeout, start_period, start_interval, retries } => Healthcheck {
-                        test: test.clone(),
-                        interval_ns: ns(*interval),
-                        timeout_ns: ns(*timeout),
-                        start_period_ns: ns(*start_period),
-                        start_interval_ns: ns(*start_interval),
-                        retries: retries.unwrap_or(0),
-                    },
+                    InstrHealthcheck::Cmd { test, interval, timeout, start_period, start_interval, retries } => {
+                        Healthcheck {
+                            test: test.clone(),
+                            interval_ns: ns(*interval),
+                            timeout_ns: ns(*timeout),
+                            start_period_ns: ns(*start_period),
+                            start_interval_ns: ns(*start_interval),
+                            retries: retries.unwrap_or(0),
+                        }
+                    }
                 };
                 Some(Op::Healthcheck { check })
             }
@@ -928,7 +994,13 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
-    fn used_once(&mut self, name: &str, meta: &CommandMeta, slot: fn(&mut StageState) -> &mut Option<Span>, state: &mut StageState) {
+    fn used_once(
+        &mut self,
+        name: &str,
+        meta: &CommandMeta,
+        slot: fn(&mut StageState) -> &mut Option<Span>,
+        state: &mut StageState,
+    ) {
         let span = self.ctx.meta_span(meta, None);
         if let Some(previous) = slot(state).replace(span) {
             self.ctx.lint(
@@ -939,13 +1011,22 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
-    fn shell_dependent(&mut self, cmd_line: &[String], prepend_shell: bool, name: &str, state: &StageState, meta: &CommandMeta) -> Command {
+    fn shell_dependent(
+        &mut self,
+        cmd_line: &[String],
+        prepend_shell: bool,
+        name: &str,
+        state: &StageState,
+        meta: &CommandMeta,
+    ) -> Command {
         if prepend_shell {
             if !state.shell_set {
                 let span = self.ctx.meta_span(meta, None);
                 self.ctx.lint(
                     lint::JSON_ARGS_RECOMMENDED,
-                    format!("JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"),
+                    format!(
+                        "JSON arguments recommended for {name} to prevent unintended behavior related to OS signals"
+                    ),
                     span,
                 );
             }
@@ -973,7 +1054,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             let (port, proto) = container.split_once('/').unwrap_or((container, "tcp"));
             let span = self.ctx.meta_span(meta, Some(&raw));
             if proto != proto.to_lowercase() {
-                self.ctx.lint(lint::EXPOSE_PROTO_CASING, format!("Defined protocol '{raw}' in EXPOSE instruction should be lowercase"), span.clone());
+                self.ctx.lint(
+                    lint::EXPOSE_PROTO_CASING,
+                    format!("Defined protocol '{raw}' in EXPOSE instruction should be lowercase"),
+                    span.clone(),
+                );
             }
             if address.is_some() {
                 self.ctx.lint(
@@ -1027,11 +1112,21 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 }
             }
         }
-        let command = if c.prepend_shell { Command::Shell(c.cmd_line.join(" ")) } else { Command::Exec(c.cmd_line.clone()) };
+        if c.cmd_line.iter().all(|part| part.trim().is_empty()) && c.heredocs.is_empty() {
+            let span = self.ctx.meta_span(meta, None);
+            self.ctx.error("EmptyRun", "RUN has no command", span).hint =
+                Some("give a shell command or a JSON array".into());
+        }
+        let command =
+            if c.prepend_shell { Command::Shell(c.cmd_line.join(" ")) } else { Command::Exec(c.cmd_line.clone()) };
         Op::Run {
             command,
             shell: state.shell.clone(),
-            heredocs: c.heredocs.iter().map(|h| Heredoc { name: h.name.clone(), content: h.content.clone(), expand: h.expand }).collect(),
+            heredocs: c
+                .heredocs
+                .iter()
+                .map(|h| Heredoc { name: h.name.clone(), content: h.content.clone(), expand: h.expand })
+                .collect(),
             mounts,
             network: match c.network {
                 NetworkMode::Default => "default",
@@ -1051,14 +1146,17 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
 
     fn check_context_sources(&mut self, sources: &[String], meta: &CommandMeta, add: bool) {
         for source in sources {
-            let remote = add && (source.starts_with("http://") || source.starts_with("https://") || source.starts_with("git@"));
+            let remote =
+                add && (source.starts_with("http://") || source.starts_with("https://") || source.starts_with("git@"));
             if remote {
                 continue;
             }
             let (code, message) = match check_source_path(source) {
                 Ok(()) => continue,
                 Err(SourcePathProblem::Absolute) => ("AbsoluteSource", format!("source `{source}` is absolute")),
-                Err(SourcePathProblem::EscapesContext) => ("SourceEscapesContext", format!("source `{source}` leaves the build context")),
+                Err(SourcePathProblem::EscapesContext) => {
+                    ("SourceEscapesContext", format!("source `{source}` leaves the build context"))
+                }
                 Err(SourcePathProblem::Empty) => ("EmptyCopy", "a source is empty".to_string()),
             };
             let span = self.ctx.meta_span(meta, Some(source));
@@ -1082,7 +1180,12 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             .collect()
     }
 
-    fn dispatch_copy(&mut self, c: &CopyCommand, state: &mut StageState, plan_index: &BTreeMap<usize, usize>) -> Option<Op> {
+    fn dispatch_copy(
+        &mut self,
+        c: &CopyCommand,
+        state: &mut StageState,
+        plan_index: &BTreeMap<usize, usize>,
+    ) -> Option<Op> {
         let meta = &c.meta;
         let sources: Vec<String> = c.sources.iter().map(|s| self.expand(s, state, meta)).collect();
         let dest = self.expand(&c.dest, state, meta);
@@ -1157,7 +1260,9 @@ impl StageState {
 fn plan_mount(m: &InstrMount, position: usize) -> Mount {
     let target = m.target.clone().unwrap_or_default();
     match m.kind {
-        MountType::Bind => Mount::Bind { target, source: m.source.clone(), from: m.from.clone(), readwrite: !m.read_only },
+        MountType::Bind => {
+            Mount::Bind { target, source: m.source.clone(), from: m.from.clone(), readwrite: !m.read_only }
+        }
         MountType::Cache => Mount::Cache {
             target,
             id: m.id.clone(),
@@ -1185,7 +1290,15 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
                 (None, Some(_)) => None,
                 (None, None) => Some(format!("/run/secrets/{id}")),
             };
-            Mount::Secret { id, target, env, required: m.required, mode: m.mode.unwrap_or(0o400), uid: m.uid.unwrap_or(0), gid: m.gid.unwrap_or(0) }
+            Mount::Secret {
+                id,
+                target,
+                env,
+                required: m.required,
+                mode: m.mode.unwrap_or(0o400),
+                uid: m.uid.unwrap_or(0),
+                gid: m.gid.unwrap_or(0),
+            }
         }
         MountType::Ssh => Mount::Ssh {
             id: m.id.clone().unwrap_or_else(|| "default".into()),

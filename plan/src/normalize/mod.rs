@@ -131,8 +131,8 @@ pub fn plan(template: &Template, options: &PlanOptions) -> Outcome {
             backend,
             platform: options.platform.clone(),
             context: template.context.as_ref().map(|c| c.to_string_lossy().into_owned()),
+            secrets: declarative::secret_refs(template, &stages),
             stages,
-            secrets: declarative::secret_refs(template),
         }
         .seal()
     });

@@ -14,9 +14,7 @@ const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum IgnoreFileError {
     /// A line is too long for Go's line scanner, so Docker refuses the whole file.
-    #[error(
-        "line {line} is {len} bytes long; Docker refuses ignore-file lines of {MAX_LINE} bytes or more"
-    )]
+    #[error("line {line} is {len} bytes long; Docker refuses ignore-file lines of {MAX_LINE} bytes or more")]
     LineTooLong {
         /// 1-based line number.
         line: usize,
@@ -58,10 +56,7 @@ pub fn read_all(contents: &[u8]) -> Result<Vec<Vec<u8>>, IgnoreFileError> {
     }
     for (index, raw) in contents.split(|&b| b == b'\n').enumerate() {
         if raw.len() >= MAX_LINE {
-            return Err(IgnoreFileError::LineTooLong {
-                line: index + 1,
-                len: raw.len(),
-            });
+            return Err(IgnoreFileError::LineTooLong { line: index + 1, len: raw.len() });
         }
         let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if index == 0 {
@@ -129,10 +124,7 @@ pub fn find_ignore_file(context: &Path, dockerfile: Option<&Path>) -> Option<Pat
 
 /// Reads and parses the ignore file at `path` (see [`read_all`]).
 pub fn read_ignore_file(path: &Path) -> Result<Vec<Vec<u8>>, IgnoreFileError> {
-    let contents = std::fs::read(path).map_err(|source| IgnoreFileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let contents = std::fs::read(path).map_err(|source| IgnoreFileError::Io { path: path.to_owned(), source })?;
     read_all(&contents)
 }
 
@@ -141,42 +133,20 @@ mod tests {
     use super::*;
 
     fn strings(contents: &[u8]) -> Vec<String> {
-        read_all(contents)
-            .expect("parses")
-            .iter()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect()
+        read_all(contents).expect("parses").iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect()
     }
 
     #[test]
     fn read_all_follows_ignorefile_tests() {
         // The expectations of moby/patternmatcher's ignorefile tests.
         let contents = b"test1\n/test2\n/a/file/here\n\nlastfile\n# this is a comment\n! /inverted/abs/path\n!\n! \n";
-        assert_eq!(
-            strings(contents),
-            [
-                "test1",
-                "test2",
-                "a/file/here",
-                "lastfile",
-                "!inverted/abs/path",
-                "!",
-                "!"
-            ]
-        );
+        assert_eq!(strings(contents), ["test1", "test2", "a/file/here", "lastfile", "!inverted/abs/path", "!", "!"]);
     }
 
     #[test]
     fn comments_bom_and_crlf() {
-        assert_eq!(
-            strings(b"\xEF\xBB\xBF# comment\r\n #not-comment\r\nx\r\n"),
-            ["#not-comment", "x"]
-        );
-        assert_eq!(
-            strings(b"a\n\xEF\xBB\xBFb"),
-            ["a", "\u{feff}b"],
-            "a BOM is only dropped on the first line"
-        );
+        assert_eq!(strings(b"\xEF\xBB\xBF# comment\r\n #not-comment\r\nx\r\n"), ["#not-comment", "x"]);
+        assert_eq!(strings(b"a\n\xEF\xBB\xBFb"), ["a", "\u{feff}b"], "a BOM is only dropped on the first line");
         assert_eq!(strings(b"/"), ["/"], "a lone / stays");
         assert_eq!(strings(b"./"), ["."]);
         assert_eq!(strings(b"a/../../b"), ["../b"]);
@@ -188,10 +158,7 @@ mod tests {
     fn very_long_line_is_refused() {
         let mut contents = b"ok\n".to_vec();
         contents.extend(std::iter::repeat_n(b'a', MAX_LINE));
-        assert!(matches!(
-            read_all(&contents),
-            Err(IgnoreFileError::LineTooLong { line: 2, .. })
-        ));
+        assert!(matches!(read_all(&contents), Err(IgnoreFileError::LineTooLong { line: 2, .. })));
         contents.truncate(3 + MAX_LINE - 1);
         assert_eq!(read_all(&contents).expect("fits").len(), 2);
     }

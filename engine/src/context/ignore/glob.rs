@@ -213,20 +213,13 @@ mod tests {
 
     #[test]
     fn validity_follows_filepath_match() {
-        for good in [
-            "*", "a*b", "[a-z]", "[^a]", "[\\]]", "a\\*", "[*]", "**", "[[:]", "\\[", "]",
-        ] {
+        for good in ["*", "a*b", "[a-z]", "[^a]", "[\\]]", "a\\*", "[*]", "**", "[[:]", "\\[", "]"] {
             assert!(is_valid(good.as_bytes()), "{good:?} should be valid");
         }
-        for bad in [
-            "[", "a[", "[]", "[]a]", "[^]", "[a-]", "[-a]", "a\\", "[a", "*[", "[\\",
-        ] {
+        for bad in ["[", "a[", "[]", "[]a]", "[^]", "[a-]", "[-a]", "a\\", "[a", "*[", "[\\"] {
             assert!(!is_valid(bad.as_bytes()), "{bad:?} should be invalid");
         }
-        assert!(
-            !is_valid(b"[\xff]"),
-            "a class character that is not UTF-8 is refused"
-        );
+        assert!(!is_valid(b"[\xff]"), "a class character that is not UTF-8 is refused");
     }
 
     #[test]
@@ -239,10 +232,7 @@ mod tests {
         assert_eq!(compile(b"**/**"), Shape::Regex("^(.*/)?.*$".into()));
         assert_eq!(compile(b"a?**"), Shape::Regex("^a[^/].*$".into()));
         assert_eq!(compile(b"*.md"), Shape::Regex("^[^/]*\\.md$".into()));
-        assert_eq!(
-            compile(b"**/*.txt"),
-            Shape::Regex("^(.*/)?[^/]*\\.txt$".into())
-        );
+        assert_eq!(compile(b"**/*.txt"), Shape::Regex("^(.*/)?[^/]*\\.txt$".into()));
         assert_eq!(compile(b"a\\*b"), Shape::Regex("^a\\*b$".into()));
         assert_eq!(compile(b"\xef\xbb\xbfx*"), Shape::Regex("^x[^/]*$".into()));
     }

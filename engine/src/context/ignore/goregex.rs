@@ -65,8 +65,7 @@ pub(crate) fn to_rust(go: &str) -> Result<String, String> {
                 if last_repeat {
                     return Err(format!("invalid nested repetition operator: `{c}`"));
                 }
-                let start = atom_start
-                    .ok_or_else(|| format!("missing argument to repetition operator: `{c}`"))?;
+                let start = atom_start.ok_or_else(|| format!("missing argument to repetition operator: `{c}`"))?;
                 out.insert_str(start, "(?:");
                 out.push(')');
                 out.push(c);
@@ -170,10 +169,7 @@ fn parse_class(chars: &[char], start: usize) -> Result<(String, usize), String> 
             let after = &chars[t + 2..];
             if let Some(end) = after.windows(2).position(|w| w == [':', ']']) {
                 let name: String = chars[t..t + 2 + end + 2].iter().collect();
-                items.push_str(
-                    &posix_class(&name)
-                        .ok_or_else(|| format!("invalid character class range: `{name}`"))?,
-                );
+                items.push_str(&posix_class(&name).ok_or_else(|| format!("invalid character class range: `{name}`"))?);
                 t += 2 + end + 2;
                 continue;
             }
@@ -265,9 +261,7 @@ fn parse_escape(chars: &[char], start: usize) -> Result<(char, usize), String> {
         c if c.is_ascii() && !c.is_ascii_alphanumeric() => u32::from(c),
         _ => return invalid(t),
     };
-    char::from_u32(value)
-        .map(|ch| (ch, t))
-        .ok_or_else(|| format!("invalid escape value {value:#x}"))
+    char::from_u32(value).map(|ch| (ch, t)).ok_or_else(|| format!("invalid escape value {value:#x}"))
 }
 
 /// Go's `parseUnicodeClass` for the single-letter form (`\pL`, `\PN`): `chars[start]` is `\`.
@@ -286,11 +280,7 @@ fn unicode_class(chars: &[char], start: usize) -> Result<(String, usize), String
         Some(letter @ ('L' | 'M' | 'N' | 'P' | 'S' | 'Z')) => format!("\\p{{{letter}}}"),
         _ => return Err(invalid()),
     };
-    let items = if negated {
-        format!("[^{items}]")
-    } else {
-        items
-    };
+    let items = if negated { format!("[^{items}]") } else { items };
     Ok((items, start + 3))
 }
 
@@ -298,23 +288,10 @@ fn unicode_class(chars: &[char], start: usize) -> Result<(String, usize), String
 fn perl_class(letter: char) -> String {
     let items = match letter.to_ascii_lowercase() {
         'd' => range('0', '9'),
-        's' => ['\t', '\n', '\x0C', '\r', ' ']
-            .iter()
-            .map(|&c| range(c, c))
-            .collect(),
-        _ => [
-            range('0', '9'),
-            range('A', 'Z'),
-            range('a', 'z'),
-            range('_', '_'),
-        ]
-        .concat(),
+        's' => ['\t', '\n', '\x0C', '\r', ' '].iter().map(|&c| range(c, c)).collect(),
+        _ => [range('0', '9'), range('A', 'Z'), range('a', 'z'), range('_', '_')].concat(),
     };
-    if letter.is_ascii_uppercase() {
-        format!("[^{items}]")
-    } else {
-        items
-    }
+    if letter.is_ascii_uppercase() { format!("[^{items}]") } else { items }
 }
 
 /// Go's POSIX classes (`[:alpha:]`, `[:^digit:]`, ...), ASCII only, as class items.
@@ -341,11 +318,7 @@ fn posix_class(name: &str) -> Option<String> {
         _ => return None,
     };
     let items: String = ranges.iter().map(|&(lo, hi)| range(lo, hi)).collect();
-    Some(if negated {
-        format!("[^{items}]")
-    } else {
-        items
-    })
+    Some(if negated { format!("[^{items}]") } else { items })
 }
 
 #[cfg(test)]
@@ -354,9 +327,7 @@ mod tests {
 
     fn matches(go: &str, text: &str) -> bool {
         let rust = to_rust(go).unwrap_or_else(|e| panic!("{go:?}: {e}"));
-        regex::Regex::new(&rust)
-            .unwrap_or_else(|e| panic!("{go:?} -> {rust:?}: {e}"))
-            .is_match(text)
+        regex::Regex::new(&rust).unwrap_or_else(|e| panic!("{go:?} -> {rust:?}: {e}")).is_match(text)
     }
 
     #[test]

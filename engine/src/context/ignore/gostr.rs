@@ -88,10 +88,7 @@ pub fn clean(path: &[u8]) -> Vec<u8> {
         // An empty element or `.`: skip it.
         if path[r] == b'/' || (path[r] == b'.' && matches!(at(r + 1), None | Some(b'/'))) {
             r += 1;
-        } else if path[r] == b'.'
-            && at(r + 1) == Some(b'.')
-            && matches!(at(r + 2), None | Some(b'/'))
-        {
+        } else if path[r] == b'.' && at(r + 1) == Some(b'.') && matches!(at(r + 2), None | Some(b'/')) {
             r += 2;
             if out.len() > dotdot {
                 // Back up to the previous separator, dropping the last element.
@@ -177,18 +174,8 @@ mod tests {
 
     #[test]
     fn dir_matches_go() {
-        for (input, want) in [
-            ("file", "."),
-            ("a/b", "a"),
-            ("file/", "file"),
-            ("/", "/"),
-            ("a//b", "a"),
-        ] {
-            assert_eq!(
-                String::from_utf8_lossy(&dir(input.as_bytes())),
-                want,
-                "dir({input:?})"
-            );
+        for (input, want) in [("file", "."), ("a/b", "a"), ("file/", "file"), ("/", "/"), ("a//b", "a")] {
+            assert_eq!(String::from_utf8_lossy(&dir(input.as_bytes())), want, "dir({input:?})");
         }
     }
 

@@ -109,10 +109,7 @@ impl Pattern {
                 match compiled {
                     Ok(re) => re.is_match(&gostr::go_lossy(path)),
                     Err(reason) => {
-                        return Err(PatternError::BadRegex {
-                            pattern: self.error_text(),
-                            reason: reason.clone(),
-                        });
+                        return Err(PatternError::BadRegex { pattern: self.error_text(), reason: reason.clone() });
                     }
                 }
             }
@@ -161,24 +158,13 @@ impl PatternMatcher {
                 exclusions = true;
             }
             if !glob::is_valid(&cleaned) {
-                return Err(PatternError::BadPattern {
-                    pattern: String::from_utf8_lossy(&cleaned).into_owned(),
-                });
+                return Err(PatternError::BadPattern { pattern: String::from_utf8_lossy(&cleaned).into_owned() });
             }
             let dirs = cleaned.iter().filter(|&&b| b == b'/').count() + 1;
             let shape = glob::compile(&cleaned);
-            compiled.push(Pattern {
-                cleaned,
-                dirs,
-                exclusion,
-                shape,
-                regex: OnceLock::new(),
-            });
+            compiled.push(Pattern { cleaned, dirs, exclusion, shape, regex: OnceLock::new() });
         }
-        Ok(Self {
-            patterns: compiled,
-            exclusions,
-        })
+        Ok(Self { patterns: compiled, exclusions })
     }
 
     /// The compiled patterns, in order.
@@ -210,9 +196,7 @@ impl PatternMatcher {
             }
             let mut hit = pattern.is_match(file)?;
             if !hit && parent != b"." && pattern.dirs <= parent_dirs.len() {
-                hit = pattern
-                    .is_match(&parent_dirs[..pattern.dirs].join(&b'/'))
-                    .unwrap_or(false);
+                hit = pattern.is_match(&parent_dirs[..pattern.dirs].join(&b'/')).unwrap_or(false);
             }
             if hit {
                 matched = !pattern.exclusion;
@@ -278,25 +262,15 @@ impl PatternMatcher {
                 matched = !pattern.exclusion;
             }
         }
-        Ok((
-            matched,
-            MatchInfo {
-                parent_matched: info,
-            },
-        ))
+        Ok((matched, MatchInfo { parent_matched: info }))
     }
 }
 
 /// Whether `pattern` matches one of the leading sub-paths of `parent` (`a`, `a/b`, ...).
 fn ancestor_matches(pattern: &Pattern, parent: &[u8]) -> bool {
-    let cuts = parent
-        .iter()
-        .enumerate()
-        .filter(|&(_, &b)| b == b'/')
-        .map(|(i, _)| i);
+    let cuts = parent.iter().enumerate().filter(|&(_, &b)| b == b'/').map(|(i, _)| i);
     // Errors here were already raised by matching the file itself, as in Go.
-    cuts.chain(std::iter::once(parent.len()))
-        .any(|end| pattern.is_match(&parent[..end]).unwrap_or(false))
+    cuts.chain(std::iter::once(parent.len())).any(|end| pattern.is_match(&parent[..end]).unwrap_or(false))
 }
 
 #[cfg(test)]

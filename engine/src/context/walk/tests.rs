@@ -32,58 +32,29 @@ fn listing(result: &WalkResult) -> Vec<String> {
 }
 
 fn walk(root: &Path, patterns: &[&str]) -> WalkResult {
-    Walker::new(root)
-        .patterns(patterns)
-        .walk()
-        .expect("walk succeeds")
+    Walker::new(root).patterns(patterns).walk().expect("walk succeeds")
 }
 
 #[test]
 fn path_order_puts_slash_first() {
-    let mut paths = vec![
-        PathBuf::from("a-c"),
-        PathBuf::from("a/b"),
-        PathBuf::from("a"),
-        PathBuf::from("a.b"),
-    ];
+    let mut paths = vec![PathBuf::from("a-c"), PathBuf::from("a/b"), PathBuf::from("a"), PathBuf::from("a.b")];
     paths.sort_by(|a, b| path_order(a, b));
-    assert_eq!(
-        paths,
-        [
-            Path::new("a"),
-            Path::new("a/b"),
-            Path::new("a-c"),
-            Path::new("a.b")
-        ]
-    );
+    assert_eq!(paths, [Path::new("a"), Path::new("a/b"), Path::new("a-c"), Path::new("a.b")]);
 }
 
 #[test]
 fn walk_order_is_buildkit_order_and_counts_bytes() {
     let dir = tree(&[("a/b", "12345"), ("a-c", "123"), ("a.b/x", "1")]);
     let result = walk(dir.path(), &[]);
-    assert_eq!(
-        listing(&result),
-        ["dir a", "file a/b", "file a-c", "dir a.b", "file a.b/x"]
-    );
-    assert_eq!(
-        result.included,
-        Stats {
-            entries: 5,
-            bytes: 9
-        }
-    );
+    assert_eq!(listing(&result), ["dir a", "file a/b", "file a-c", "dir a.b", "file a.b/x"]);
+    assert_eq!(result.included, Stats { entries: 5, bytes: 9 });
     assert_eq!(result.excluded, Stats::default());
     assert_eq!(result.ignore_file, None);
 }
 
 #[test]
 fn excluded_directory_is_not_entered_without_exceptions() {
-    let dir = tree(&[
-        ("node_modules/a", "a"),
-        ("node_modules/b/c", "c"),
-        ("keep", "k"),
-    ]);
+    let dir = tree(&[("node_modules/a", "a"), ("node_modules/b/c", "c"), ("keep", "k")]);
     let result = walk(dir.path(), &["node_modules"]);
     assert_eq!(listing(&result), ["file keep"]);
     // Entered, it would have counted its three entries too.
@@ -92,58 +63,28 @@ fn excluded_directory_is_not_entered_without_exceptions() {
 
 #[test]
 fn plain_exceptions_enter_only_their_ancestors() {
-    let dir = tree(&[
-        ("src/keep/a", "a"),
-        ("src/drop", "dd"),
-        ("other/x", "x"),
-        ("top", "t"),
-    ]);
+    let dir = tree(&[("src/keep/a", "a"), ("src/drop", "dd"), ("other/x", "x"), ("top", "t")]);
     let result = walk(dir.path(), &["*", "!src/keep"]);
-    assert_eq!(
-        listing(&result),
-        ["dir src", "dir src/keep", "file src/keep/a"]
-    );
+    assert_eq!(listing(&result), ["dir src", "dir src/keep", "file src/keep/a"]);
     // `other` (not entered), `src/drop` and `top`; `src` is listed as a parent.
-    assert_eq!(
-        result.excluded,
-        Stats {
-            entries: 3,
-            bytes: 3
-        }
-    );
+    assert_eq!(result.excluded, Stats { entries: 3, bytes: 3 });
 }
 
 #[test]
 fn glob_exceptions_enter_every_excluded_directory() {
-    let dir = tree(&[
-        ("node_modules/a/README.md", "r"),
-        ("node_modules/a/index.js", "i"),
-        ("x.md", "x"),
-    ]);
+    let dir = tree(&[("node_modules/a/README.md", "r"), ("node_modules/a/index.js", "i"), ("x.md", "x")]);
     let result = walk(dir.path(), &["node_modules", "!**/*.md"]);
     assert_eq!(
         listing(&result),
-        [
-            "dir node_modules",
-            "dir node_modules/a",
-            "file node_modules/a/README.md",
-            "file x.md"
-        ]
+        ["dir node_modules", "dir node_modules/a", "file node_modules/a/README.md", "file x.md"]
     );
 }
 
 #[test]
 fn exception_then_reexclusion_last_match_wins() {
-    let dir = tree(&[
-        ("docs/README.md", "r"),
-        ("docs/img/logo.png", "p"),
-        ("docs/guide.md", "g"),
-    ]);
+    let dir = tree(&[("docs/README.md", "r"), ("docs/img/logo.png", "p"), ("docs/guide.md", "g")]);
     let result = walk(dir.path(), &["docs", "!docs", "docs/img"]);
-    assert_eq!(
-        listing(&result),
-        ["dir docs", "file docs/README.md", "file docs/guide.md"]
-    );
+    assert_eq!(listing(&result), ["dir docs", "file docs/README.md", "file docs/guide.md"]);
 }
 
 #[test]
@@ -152,20 +93,8 @@ fn symlinks_are_recorded_not_followed() {
     symlink("real", dir.path().join("linkdir")).expect("symlink");
     symlink("nowhere", dir.path().join("dangling")).expect("symlink");
     let result = walk(dir.path(), &[]);
-    assert_eq!(
-        listing(&result),
-        [
-            "symlink->nowhere dangling",
-            "symlink->real linkdir",
-            "dir real",
-            "file real/file"
-        ]
-    );
-    let link = result
-        .entries
-        .iter()
-        .find(|e| e.path == Path::new("linkdir"))
-        .expect("listed");
+    assert_eq!(listing(&result), ["symlink->nowhere dangling", "symlink->real linkdir", "dir real", "file real/file"]);
+    let link = result.entries.iter().find(|e| e.path == Path::new("linkdir")).expect("listed");
     assert_eq!(link.size, 4, "a symlink's size is its target's length");
 }
 
@@ -176,13 +105,7 @@ fn fifos_and_sockets_are_reported_unsupported() {
         let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL");
         // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
         let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) };
-        assert_eq!(
-            rc,
-            0,
-            "mkfifo {}: {}",
-            path.display(),
-            io::Error::last_os_error()
-        );
+        assert_eq!(rc, 0, "mkfifo {}: {}", path.display(), io::Error::last_os_error());
     };
     fifo(&dir.path().join("pipe"));
     fifo(&dir.path().join("ignored/pipe"));
@@ -192,14 +115,8 @@ fn fifos_and_sockets_are_reported_unsupported() {
     assert_eq!(
         result.unsupported,
         [
-            Unsupported {
-                path: "pipe".into(),
-                kind: UnsupportedKind::Fifo
-            },
-            Unsupported {
-                path: "sock".into(),
-                kind: UnsupportedKind::Socket
-            },
+            Unsupported { path: "pipe".into(), kind: UnsupportedKind::Fifo },
+            Unsupported { path: "sock".into(), kind: UnsupportedKind::Socket },
         ]
     );
 }
@@ -212,11 +129,7 @@ fn non_utf8_names_are_kept_and_matched() {
     std::fs::write(dir.path().join(name(b"d\xff/caf\xe9")), "x").expect("write");
     std::fs::write(dir.path().join(name(b"\xfe.bin")), "x").expect("write");
     let result = walk(dir.path(), &["*.bin"]);
-    let paths: Vec<&[u8]> = result
-        .entries
-        .iter()
-        .map(|e| e.path.as_os_str().as_bytes())
-        .collect();
+    let paths: Vec<&[u8]> = result.entries.iter().map(|e| e.path.as_os_str().as_bytes()).collect();
     assert_eq!(paths, [b"d\xff".as_slice(), b"d\xff/caf\xe9".as_slice()]);
     assert_eq!(result.excluded.entries, 1);
 }
@@ -228,12 +141,8 @@ fn permission_bits_bind_us(dir: &Path) -> bool {
 
 #[test]
 fn unreadable_directories() {
-    let dir = tree(&[
-        ("open/file", "f"),
-        ("locked/secret", "s"),
-        ("skipped/locked/secret", "s"),
-        ("skipped/keep", "k"),
-    ]);
+    let dir =
+        tree(&[("open/file", "f"), ("locked/secret", "s"), ("skipped/locked/secret", "s"), ("skipped/keep", "k")]);
     let locked = dir.path().join("locked");
     let inner = dir.path().join("skipped/locked");
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).expect("chmod");
@@ -241,19 +150,9 @@ fn unreadable_directories() {
     let binding = permission_bits_bind_us(&locked);
 
     // Under an excluded directory entered for an exception, an unreadable directory is skipped.
-    let result = Walker::new(dir.path())
-        .patterns(["locked", "skipped", "!skipped/keep"])
-        .walk();
+    let result = Walker::new(dir.path()).patterns(["locked", "skipped", "!skipped/keep"]).walk();
     let result = result.expect("unreadable excluded directories are not errors");
-    assert_eq!(
-        listing(&result),
-        [
-            "dir open",
-            "file open/file",
-            "dir skipped",
-            "file skipped/keep"
-        ]
-    );
+    assert_eq!(listing(&result), ["dir open", "file open/file", "dir skipped", "file skipped/keep"]);
 
     // An included unreadable directory is an error naming it.
     let outcome = Walker::new(dir.path()).patterns(["skipped"]).walk();
@@ -269,9 +168,7 @@ fn unreadable_directories() {
         }
     } else {
         // Running as root: permission bits do not stop reads, so there is no error to see.
-        eprintln!(
-            "unreadable_directories: permission bits are not enforced for this user; error case not exercised"
-        );
+        eprintln!("unreadable_directories: permission bits are not enforced for this user; error case not exercised");
         assert!(outcome.is_ok());
     }
 }
@@ -285,25 +182,13 @@ fn dockerfile_specific_ignore_file_wins() {
         ("a", "a"),
         ("b", "b"),
     ]);
-    let result = Walker::new(dir.path())
-        .dockerfile("build/app.Dockerfile")
-        .walk()
-        .expect("walk");
-    assert_eq!(
-        listing(&result),
-        [".dockerignore", "a"].map(|p| format!("file {p}"))
-    );
+    let result = Walker::new(dir.path()).dockerfile("build/app.Dockerfile").walk().expect("walk");
+    assert_eq!(listing(&result), [".dockerignore", "a"].map(|p| format!("file {p}")));
     let root = dir.path().canonicalize().expect("exists");
-    assert_eq!(
-        result.ignore_file,
-        Some(root.join("build/app.Dockerfile.dockerignore"))
-    );
+    assert_eq!(result.ignore_file, Some(root.join("build/app.Dockerfile.dockerignore")));
     assert_eq!(result.patterns, [b"b".to_vec(), b"build".to_vec()]);
 
-    let plain = Walker::new(dir.path())
-        .dockerfile("Dockerfile")
-        .walk()
-        .expect("walk");
+    let plain = Walker::new(dir.path()).dockerfile("Dockerfile").walk().expect("walk");
     assert_eq!(plain.ignore_file, Some(root.join(".dockerignore")));
     assert!(!listing(&plain).contains(&"file a".to_string()));
 }
@@ -312,10 +197,7 @@ fn dockerfile_specific_ignore_file_wins() {
 fn bad_ignore_file_is_an_error_naming_it() {
     let dir = tree(&[(".dockerignore", "ok\n[\n")]);
     match Walker::new(dir.path()).walk() {
-        Err(WalkError::Patterns {
-            from: Some(from),
-            source: PatternError::BadPattern { pattern },
-        }) => {
+        Err(WalkError::Patterns { from: Some(from), source: PatternError::BadPattern { pattern } }) => {
             assert!(from.ends_with(".dockerignore"));
             assert_eq!(pattern, "[");
         }
@@ -333,22 +215,11 @@ fn thread_count_does_not_change_the_result() {
             files.push((format!("d{d}/s{}/f{f}", f % 3), format!("{d}-{f}")));
         }
     }
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(p, c)| (p.as_str(), c.as_str()))
-        .collect();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
     let dir = tree(&refs);
     let patterns = ["d1*", "!d1/s2", "*/s0/f1*"];
-    let one = Walker::new(dir.path())
-        .patterns(patterns)
-        .threads(1)
-        .walk()
-        .expect("walk");
-    let many = Walker::new(dir.path())
-        .patterns(patterns)
-        .threads(4)
-        .walk()
-        .expect("walk");
+    let one = Walker::new(dir.path()).patterns(patterns).threads(1).walk().expect("walk");
+    let many = Walker::new(dir.path()).patterns(patterns).threads(4).walk().expect("walk");
     assert_eq!(one.entries, many.entries);
     assert_eq!((one.included, one.excluded), (many.included, many.excluded));
     // Independently computed: d1 and d10..d19 are excluded except d1/s2 (10 files); every other
@@ -371,11 +242,7 @@ fn fifty_thousand_files_walk_fast() {
             std::fs::write(sub.join(format!("m{f}.py")), "x").expect("write");
         }
     }
-    std::fs::write(
-        dir.path().join(".dockerignore"),
-        "**/__pycache__\n*.log\n!pkg1/keep\n",
-    )
-    .expect("write");
+    std::fs::write(dir.path().join(".dockerignore"), "**/__pycache__\n*.log\n!pkg1/keep\n").expect("write");
     let walker = Walker::new(dir.path());
     walker.walk().expect("warm-up walk");
     let start = std::time::Instant::now();
