@@ -2,8 +2,15 @@
 //! push the busybox fixture, pull it back by tag and by digest, pull Docker schema-2 manifests
 //! and multi-platform indexes, skip blobs already there, mount across repositories.
 
+#[path = "support/http.rs"]
+mod http_support;
 #[path = "support/registry.rs"]
 mod registry_support;
+
+#[path = "registry/auth.rs"]
+mod auth;
+#[path = "registry/faults.rs"]
+mod faults;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,9 +20,7 @@ use std::sync::OnceLock;
 use nullspace_engine::cas::{BlobStore, Digest};
 use nullspace_native::layer::{Layer, LayerOptions};
 use nullspace_native::layout::{DOCKER_MANIFEST, OciDir, append_layer};
-use nullspace_native::registry::{
-    Platform, PushOptions, RegistryClient, RegistryConfig, RegistryError, UploadMode,
-};
+use nullspace_native::registry::{Platform, PushOptions, RegistryClient, RegistryConfig, RegistryError, UploadMode};
 use oci_spec::image::{
     Arch, ImageConfigurationBuilder, ImageIndexBuilder, MediaType, Os, PlatformBuilder, SCHEMA_VERSION,
 };
@@ -109,7 +114,10 @@ async fn push_then_skopeo_sees_it_and_pull_back_by_tag_and_digest() {
     assert_eq!(pulled.layers, *fixture_image.manifest.layers());
     let config_digest = Digest::from_str(fixture_image.manifest.config().digest().as_ref()).unwrap();
     assert_eq!(pulled.config_digest, config_digest);
-    for d in std::iter::once(expected).chain(std::iter::once(config_digest)).chain(layer_digests.iter().map(|d| d.parse().unwrap())) {
+    for d in std::iter::once(expected)
+        .chain(std::iter::once(config_digest))
+        .chain(layer_digests.iter().map(|d| d.parse().unwrap()))
+    {
         by_tag.verify(&d).unwrap_or_else(|e| panic!("{d} not stored intact: {e}"));
     }
 
@@ -159,7 +167,8 @@ async fn pushing_an_unchanged_image_twice_uploads_nothing_and_pulls_skip_stored_
 async fn chunked_uploads_send_many_patches_and_the_registry_accepts_them() {
     let reg = TestRegistry::start();
     let chunk = 64 * 1024;
-    let client = client_with(RegistryConfig { upload: UploadMode::Chunked { chunk_size: chunk }, ..Default::default() });
+    let client =
+        client_with(RegistryConfig { upload: UploadMode::Chunked { chunk_size: chunk }, ..Default::default() });
     let oci = OciDir::open(fixture()).unwrap();
     let image = oci.load_image(Some("busybox")).unwrap();
     let target = format!("{}/chunked/busybox:v1", reg.host());
@@ -195,7 +204,11 @@ async fn blobs_are_mounted_across_repositories_of_the_same_registry() {
     let mounts = reg
         .access_log()
         .lines()
-        .filter(|l| l.contains("\"POST /v2/team/app/blobs/uploads/?") && l.contains("from=library%2Fbase") && l.contains("\" 201 "))
+        .filter(|l| {
+            l.contains("\"POST /v2/team/app/blobs/uploads/?")
+                && l.contains("from=library%2Fbase")
+                && l.contains("\" 201 ")
+        })
         .count();
     assert_eq!(mounts, blobs, "{}", reg.access_log());
     assert_eq!(skopeo_inspect(&app, false)["Digest"], report.manifest_digest.to_string());
@@ -243,12 +256,8 @@ fn multi_platform_layout(dir: &Path) -> (PathBuf, Digest, Digest) {
     let oci = OciDir::open(&layout).unwrap();
     let amd = oci.resolve(Some("busybox")).unwrap();
     let layer = oci.write_layer(&Layer::new(), &LayerOptions::default()).unwrap();
-    let mut config = ImageConfigurationBuilder::default()
-        .architecture(Arch::ARM64)
-        .os(Os::Linux)
-        .variant("v8")
-        .build()
-        .unwrap();
+    let mut config =
+        ImageConfigurationBuilder::default().architecture(Arch::ARM64).os(Os::Linux).variant("v8").build().unwrap();
     append_layer(&mut config, &layer, Default::default());
     let arm = oci.write_image(&config, &[layer.descriptor()], Some("arm")).unwrap();
     let mut amd_entry = amd.clone();

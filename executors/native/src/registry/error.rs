@@ -5,7 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use nullspace_engine::cas::CasError;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 
 use crate::layout::LayoutError;
 
@@ -207,6 +207,9 @@ impl RegistryError {
             }
             OciDistributionError::ImageManifestNotFoundError(detail) => Self::NotFound { reference, detail },
             OciDistributionError::RequestError(e) => from_reqwest(reference, registry, &e),
+            OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
+                Self::DigestMismatch { reference, expected, actual }
+            }
             OciDistributionError::DigestError(e) => Self::Protocol { reference, detail: e.to_string() },
             OciDistributionError::IoError(e) => Self::Network { reference, detail: e.to_string() },
             other => Self::Protocol { reference, detail: other.to_string() },

@@ -37,7 +37,7 @@ use futures_util::{Stream, StreamExt};
 use nullspace_engine::cas::{BlobStore, CasError, Digest};
 use nullspace_plan::builder::Credentials;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{DigestError, OciDistributionError};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
@@ -685,6 +685,15 @@ impl RegistryClient {
 impl RegistryError {
     /// Maps an error from a blob body stream.
     fn from_stream_io(reference: &str, registry: &str, e: io::Error) -> Self {
+        if let Some(DigestError::VerificationError { expected, actual }) =
+            e.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>())
+        {
+            return Self::DigestMismatch {
+                reference: reference.to_owned(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            };
+        }
         if e.get_ref().is_some_and(|inner| inner.is::<reqwest::Error>()) {
             if let Some(Ok(inner)) = e.into_inner().map(|i| i.downcast::<reqwest::Error>()) {
                 return Self::from_oci(reference, registry, OciDistributionError::RequestError(*inner));

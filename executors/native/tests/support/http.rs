@@ -109,7 +109,8 @@ fn handle(conn: TcpStream, handler: &(dyn Fn(&Request) -> Option<Response> + Sen
     match handler(&req) {
         None => std::thread::sleep(Duration::from_secs(10)),
         Some(resp) => {
-            let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", resp.status, resp.body.len());
+            let mut head =
+                format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", resp.status, resp.body.len());
             for (k, v) in &resp.headers {
                 head.push_str(&format!("{k}: {v}\r\n"));
             }

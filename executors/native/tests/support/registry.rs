@@ -35,9 +35,9 @@ pub struct TestRegistry {
 pub fn ensure_tools() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let missing = ["docker-registry", "skopeo", "openssl"]
-            .iter()
-            .any(|t| Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().map_or(true, |o| !o.status.success()));
+        let missing = ["docker-registry", "skopeo", "openssl"].iter().any(|t| {
+            Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().map_or(true, |o| !o.status.success())
+        });
         if missing {
             let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/install-native-tools.sh");
             let status = Command::new("bash").arg(script).status().expect("run install-native-tools.sh");
@@ -121,11 +121,6 @@ impl TestRegistry {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// The access log so far: one line per request.
