@@ -1,7 +1,10 @@
 //! Registry credentials: from the builder, or from a docker `config.json`.
 //!
 //! Read here rather than through `docker_credential`: we need the file's `identitytoken` and a
-//! typed error naming the file, and credential helpers (`credsStore`, `credHelpers`) are not run.
+//! typed error naming the file. Credential helpers (`credsStore`, `credHelpers`) are not run.
+//! An `identitytoken` (like the builder's `Credentials::Token`) is sent as a bearer token; the
+//! OAuth2 refresh-token exchange some registries expect for identity tokens is not done, as
+//! `oci-client` has no such flow.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
