@@ -4,8 +4,10 @@
 //! matched against every entry's whole relative path with Go's `filepath.Match` rules (as
 //! BuildKit resolves COPY wildcards): `*` and `?` never match `/`, `[^…]` negates a class, `\`
 //! escapes. A selected directory is copied by its contents; a file by itself. `--exclude`
-//! patterns use the same matcher against each selected path and its parents (so excluding a
-//! directory excludes what is in it); `**` is not special there (it acts as `*`).
+//! patterns use the same matcher, as BuildKit applies them: against each path relative to the
+//! selected directory and that path's parents (so excluding a directory excludes what is in
+//! it), and against a selected file's context path and name; `**` is not special there (it
+//! acts as `*`).
 //!
 //! Our own code: the `glob` crates differ from Go on separators and class negation.
 
@@ -237,20 +239,20 @@ pub fn select(entries: &[Entry], sources: &[String], exclude: &[String]) -> Resu
     }
     let mut out = Vec::new();
     for (root, dir) in roots {
-        if !root.as_os_str().is_empty() && is_excluded(&root, exclude)? {
+        let name = root.file_name().map(PathBuf::from).unwrap_or_default();
+        if !root.as_os_str().is_empty() && (is_excluded(&root, exclude)? || is_excluded(&name, exclude)?) {
             continue;
         }
         let mut selected = Vec::new();
         if dir {
             for e in entries {
                 let Ok(rel) = e.path.strip_prefix(&root) else { continue };
-                if rel.as_os_str().is_empty() || is_excluded(&e.path, exclude)? {
+                if rel.as_os_str().is_empty() || is_excluded(rel, exclude)? {
                     continue;
                 }
                 selected.push(Entry { path: rel.to_path_buf(), ..e.clone() });
             }
         } else if let Some(e) = by_path.get(root.as_path()) {
-            let name = root.file_name().map(PathBuf::from).unwrap_or_default();
             selected.push(Entry { path: name, ..(*e).clone() });
         }
         out.push(Selected { path: root, dir, entries: selected });
