@@ -267,3 +267,49 @@ async fn failing_run_reports_exit_code_and_output() {
         other => panic!("expected a step failure, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_build_stops_its_container() {
+    let s = Setup::new();
+    let p = make_plan(&Template::from_image(fixture::busybox_ref()).run_cmd("echo sleeping; sleep 60"));
+    let entries = walk(&s.ctx()).unwrap();
+    let hashes = hash_context(&s.ctx(), &entries, None).unwrap();
+    let images = s.exec.resolve_images(&p, None).await.unwrap();
+    let keys = compute(
+        &p,
+        &KeyContext { images: &images, sources: &ContextSelector::new(&entries, &hashes), build_nonce: "n" },
+    )
+    .unwrap();
+    let request = ExecRequest {
+        build_id: "c".into(),
+        plan: p.clone(),
+        context: None,
+        keys,
+        images,
+        secrets: Secrets::default(),
+        credentials: None,
+        output: OutputSpec { oci_layout: Some(s.out()), registry: None, tag: None },
+    };
+    let (sink, mut rx) = EventSink::channel();
+    let cancel = CancellationToken::new();
+    let exec = s.exec.clone();
+    let token = cancel.clone();
+    let task = tokio::spawn(async move { exec.execute(request, sink, token).await });
+    // The command's first line means the container runs.
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv()).await {
+            Ok(Some(Event::Log { message, .. })) if message == "sleeping" => break,
+            Ok(Some(_)) => {}
+            other => panic!("no output from the container: {other:?}"),
+        }
+    }
+    let started = std::time::Instant::now();
+    cancel.cancel();
+    let result = task.await.unwrap();
+    assert!(matches!(result, Err(ExecError::Cancelled)), "{result:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let prefix = format!("nullspace-{}-", std::process::id());
+    assert_eq!(fixture::runc_containers(&prefix), Vec::<String>::new());
+    assert_eq!(fixture::mounts_under(s.dir.path()), Vec::<String>::new());
+    assert!(!s.out().join("index.json").exists(), "a cancelled build wrote an image");
+}
