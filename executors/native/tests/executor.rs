@@ -313,3 +313,38 @@ async fn cancelling_a_build_stops_its_container() {
     assert_eq!(fixture::mounts_under(s.dir.path()), Vec::<String>::new());
     assert!(!s.out().join("index.json").exists(), "a cancelled build wrote an image");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scratch_copies_rename_chown_chmod_and_wildcards() {
+    let s = Setup::new();
+    std::fs::write(s.ctx().join("a.py"), "print(1)\n").unwrap();
+    std::fs::write(s.ctx().join("b.py"), "print(2)\n").unwrap();
+    let t = Template::from_image("scratch")
+        .copy("app/hello.txt", "/etc/greeting")
+        .copy_with(["*.py"], "/src/", nullspace_plan::builder::CopyOptions::default().owner("1000:1001").mode("0600"))
+        .copy("app/conf", "/conf");
+    let (result, _) = build(&s, &make_plan(&t)).await;
+    let artifact = result.unwrap();
+    assert_eq!(artifact.steps_total, 3);
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    fixture::run_tool(
+        Command::new("umoci").args(["unpack", "--image", &format!("{}:t", s.out().display())]).arg(&bundle),
+    );
+    let root = bundle.join("rootfs");
+    assert_eq!(std::fs::read_to_string(root.join("etc/greeting")).unwrap(), "hello v1\n");
+    for f in ["src/a.py", "src/b.py"] {
+        let m = root.join(f).metadata().unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o600), "{f}");
+    }
+    assert_eq!(std::fs::read_to_string(root.join("conf/settings.ini")).unwrap(), "k=v\n");
+    assert!(!root.join("conf/conf").exists(), "a directory is copied by its content");
+    let inspect: serde_json::Value = serde_json::from_str(&fixture::run_tool(Command::new("skopeo").args([
+        "inspect",
+        "--config",
+        &format!("oci:{}:t", s.out().display()),
+    ])))
+    .unwrap();
+    assert_eq!(inspect["os"], "linux");
+    assert_eq!(inspect["architecture"], "amd64");
+}

@@ -121,9 +121,23 @@ fn validate(p: &[char]) -> Option<()> {
     Some(())
 }
 
-/// Matches the class starting at `p[start] == '['` against `c`; `None` if malformed.
+/// Matches the class starting at `p[start] == '['` against `c`; `None` if malformed (as Go:
+/// an unescaped `-` or `]` cannot start or end a range, and the class must be closed).
 /// Returns whether it matched and the index after the class.
 fn match_class(p: &[char], start: usize, c: Option<char>) -> Option<(bool, usize)> {
+    // One class character, `\` escapes; an unescaped `-` or `]` is a syntax error.
+    fn class_char(p: &[char], i: &mut usize) -> Option<char> {
+        let ch = *p.get(*i)?;
+        if ch == '-' || ch == ']' {
+            return None;
+        }
+        if ch == '\\' {
+            *i += 1;
+        }
+        let ch = *p.get(*i)?;
+        *i += 1;
+        Some(ch)
+    }
     let mut i = start + 1;
     let negated = p.get(i) == Some(&'^');
     if negated {
@@ -132,31 +146,15 @@ fn match_class(p: &[char], start: usize, c: Option<char>) -> Option<(bool, usize
     let mut matched = false;
     let mut ranges = 0;
     loop {
-        let ch = *p.get(i)?;
-        if ch == ']' && ranges > 0 {
+        if p.get(i) == Some(&']') && ranges > 0 {
             i += 1;
             break;
         }
-        let lo = if ch == '\\' {
-            i += 1;
-            *p.get(i)?
-        } else {
-            ch
-        };
-        i += 1;
+        let lo = class_char(p, &mut i)?;
         let mut hi = lo;
         if p.get(i) == Some(&'-') {
-            let next = *p.get(i + 1)?;
-            if next != ']' {
-                i += 1;
-                hi = if next == '\\' {
-                    i += 1;
-                    *p.get(i)?
-                } else {
-                    next
-                };
-                i += 1;
-            }
+            i += 1;
+            hi = class_char(p, &mut i)?;
         }
         if c.is_some_and(|c| lo <= c && c <= hi) {
             matched = true;
