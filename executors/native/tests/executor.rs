@@ -17,6 +17,7 @@ use nullspace_engine::executor::{
 };
 use nullspace_native::executor::select::{ContextSelector, walk};
 use nullspace_native::executor::{NativeExecutor, NativeOptions};
+use nullspace_native::run::RunnerOptions;
 use nullspace_plan::builder::{Template, wait_for_port};
 use nullspace_plan::normalize::{PlanOptions, plan};
 use nullspace_plan::plan::BuildPlan;
@@ -270,7 +271,11 @@ async fn failing_run_reports_exit_code_and_output() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_build_stops_its_container() {
-    let s = Setup::new();
+    let mut s = Setup::new();
+    let runc_root = s.dir.path().join("runc");
+    let runner = RunnerOptions { runc_root: Some(runc_root.clone()), ..RunnerOptions::default() };
+    s.exec =
+        NativeExecutor::new(&s.dir.path().join("state"), NativeOptions { runner, ..NativeOptions::default() }).unwrap();
     let p = make_plan(&Template::from_image(fixture::busybox_ref()).run_cmd("echo sleeping; sleep 60"));
     let entries = walk(&s.ctx()).unwrap();
     let hashes = hash_context(&s.ctx(), &entries, None).unwrap();
@@ -308,8 +313,7 @@ async fn cancelling_a_build_stops_its_container() {
     let result = task.await.unwrap();
     assert!(matches!(result, Err(ExecError::Cancelled)), "{result:?}");
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
-    let prefix = format!("nullspace-{}-", std::process::id());
-    assert_eq!(fixture::runc_containers(&prefix), Vec::<String>::new());
+    assert_eq!(fixture::runc_containers(&runc_root), Vec::<String>::new());
     assert_eq!(fixture::mounts_under(s.dir.path()), Vec::<String>::new());
     assert!(!s.out().join("index.json").exists(), "a cancelled build wrote an image");
 }

@@ -219,8 +219,10 @@ fn failure_carries_exit_code_and_last_lines() {
 #[test]
 fn cancellation_removes_container_and_mounts() {
     let env = env();
-    let runner = runner(&env, RootfsMode::Auto);
-    let prefix = format!("nullspace-{}-", std::process::id());
+    let runc_root = env.state.join("runc");
+    let runner =
+        Runner::new(&env.state, RunnerOptions { runc_root: Some(runc_root.clone()), ..RunnerOptions::default() })
+            .unwrap();
     let cancel = CancellationToken::new();
     let (events, _rx) = EventSink::channel();
     let secrets = Secrets::default();
@@ -233,17 +235,17 @@ fn cancellation_removes_container_and_mounts() {
         });
         // Wait until the container exists, then cancel.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while fixture::runc_containers(&prefix).is_empty() && Instant::now() < deadline {
+        while fixture::runc_containers(&runc_root).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(!fixture::runc_containers(&prefix).is_empty(), "container never appeared");
+        assert!(!fixture::runc_containers(&runc_root).is_empty(), "container never appeared");
         assert!(!fixture::mounts_under(&env.state).is_empty(), "overlay/tmpfs should be mounted while running");
         cancel.cancel();
         handle.join().unwrap()
     });
     assert!(matches!(result, Err(RunError::Cancelled)), "{result:?}");
     assert!(started.elapsed() < Duration::from_secs(30), "cancellation took {:?}", started.elapsed());
-    assert_eq!(fixture::runc_containers(&prefix), Vec::<String>::new());
+    assert_eq!(fixture::runc_containers(&runc_root), Vec::<String>::new());
     assert_eq!(fixture::mounts_under(&env.state), Vec::<String>::new());
     let leftovers: Vec<_> = std::fs::read_dir(env.state.join("run")).unwrap().collect();
     assert!(leftovers.is_empty(), "step dirs left: {leftovers:?}");

@@ -52,11 +52,8 @@ pub fn mounts_under(needle: &Path) -> Vec<String> {
         .collect()
 }
 
-/// runc containers (default root) whose id starts with `prefix`.
-pub fn runc_containers(prefix: &str) -> Vec<String> {
-    run_tool(Command::new("runc").args(["list", "-q"]))
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
+/// runc containers in the state directory `root` (tests use their own, so containers of
+/// concurrent tests and other programs neither show up nor slow `runc list` down).
+pub fn runc_containers(root: &Path) -> Vec<String> {
+    run_tool(Command::new("runc").arg("--root").arg(root).args(["list", "-q"])).lines().map(str::to_string).collect()
 }
