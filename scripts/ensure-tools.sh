@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what builds and tests need and is not on the machine yet: Debian packages through
-# apt-get (the registry, runc, image tools, busybox for fixtures) and the Rust toolchain's parts.
+# apt-get (the registry, runc, image tools, busybox and debootstrap for fixtures) and the Rust
+# toolchain's parts.
 set -euo pipefail
 
-packages=(runc docker-registry skopeo umoci busybox-static hyperfine git)
+packages=(runc docker-registry skopeo umoci busybox-static debootstrap jq tar openssl hyperfine git)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,7 +11,7 @@ pub fn run_tool(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown} (is it installed? see fixtures/install-native-tools.sh): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run {shown} (is it installed? see scripts/ensure-tools.sh): {e}"));
     assert!(
         out.status.success(),
         "{shown} failed ({}):\nstdout: {}\nstderr: {}",

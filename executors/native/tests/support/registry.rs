@@ -39,9 +39,9 @@ pub fn ensure_tools() {
             Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().map_or(true, |o| !o.status.success())
         });
         if missing {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/install-native-tools.sh");
-            let status = Command::new("bash").arg(script).status().expect("run install-native-tools.sh");
-            assert!(status.success(), "install-native-tools.sh failed");
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ensure-tools.sh");
+            let status = Command::new("bash").arg(script).status().expect("run ensure-tools.sh");
+            assert!(status.success(), "ensure-tools.sh failed");
         }
     });
 }
