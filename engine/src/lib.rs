@@ -3,3 +3,4 @@
 
 pub mod cas;
 pub mod context;
+pub mod store;
