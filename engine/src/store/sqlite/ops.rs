@@ -123,8 +123,8 @@ fn template_by_seq(conn: &Connection, seq: i64) -> Result<TemplateRow> {
 /// The template a name or alias leads to, whoever owns it.
 fn template_by_name(conn: &Connection, name: &TemplateName) -> Result<Option<TemplateRow>> {
     let sql = format!(
-        "SELECT {TEMPLATE_COLS} FROM names a JOIN {TEMPLATE_FROM} ON t.seq = a.template_seq \
-         WHERE a.name = ?1"
+        "SELECT {TEMPLATE_COLS} FROM names a JOIN templates t ON t.seq = a.template_seq \
+         JOIN names n ON n.template_seq = t.seq AND n.is_primary = 1 WHERE a.name = ?1"
     );
     Ok(query_templates(conn, &sql, &[&name.as_str()])?.pop())
 }
