@@ -420,14 +420,14 @@ async fn retention_lists_expired_untagged_and_marks_forward_only() {
     assert_eq!(listed[1].artifact, expired_a.artifact.clone().unwrap());
     assert_eq!(listed[0].tenant, f.b);
     assert_eq!(ids(listed), [expired_b.id.clone(), expired_a.id.clone()]);
-    assert_eq!(ids(f.store.list_expired_artifacts(now, 1).await.unwrap()), [expired_b.id.clone()]);
+    assert_eq!(ids(f.store.list_expired_artifacts(now, 1).await.unwrap()), std::slice::from_ref(&expired_b.id));
 
     let changed = f
         .store
         .mark_artifacts(&[expired_a.id.clone(), tagged.id.clone(), failed.id.clone()], ArtifactAvailability::Expired)
         .await
         .unwrap();
-    assert_eq!(changed, [expired_a.id.clone()]);
+    assert_eq!(changed, std::slice::from_ref(&expired_a.id));
     let a_now = f.store.get_build(&f.a, &expired_a.id).await.unwrap();
     assert_eq!(a_now.artifact_availability, ArtifactAvailability::Expired);
     // An expired artifact cannot be promoted.
@@ -444,9 +444,15 @@ async fn retention_lists_expired_untagged_and_marks_forward_only() {
         .unwrap();
     assert_eq!(changed.len(), 2);
     assert!(f.store.list_expired_artifacts(now, 100).await.unwrap().is_empty());
-    assert!(f.store.mark_artifacts(&[expired_a.id.clone()], ArtifactAvailability::Expired).await.unwrap().is_empty());
+    assert!(
+        f.store
+            .mark_artifacts(std::slice::from_ref(&expired_a.id), ArtifactAvailability::Expired)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
-        f.store.mark_artifacts(&[expired_a.id.clone()], ArtifactAvailability::Available).await,
+        f.store.mark_artifacts(std::slice::from_ref(&expired_a.id), ArtifactAvailability::Available).await,
         Err(StoreError::Invalid { .. })
     ));
     assert_eq!(
@@ -456,7 +462,7 @@ async fn retention_lists_expired_untagged_and_marks_forward_only() {
 
     // Untagging the kept build makes it collectable.
     f.store.remove_tag(&f.a, &r("acme/py"), &tag("keep")).await.unwrap();
-    assert_eq!(ids(f.store.list_expired_artifacts(now, 100).await.unwrap()), [tagged.id.clone()]);
+    assert_eq!(ids(f.store.list_expired_artifacts(now, 100).await.unwrap()), std::slice::from_ref(&tagged.id));
 }
 
 #[tokio::test]
