@@ -104,6 +104,7 @@ async fn fixture(path: &Path) {
         .expect("generate fixture");
     drop(store);
     std::fs::rename(&tmp, path).expect("publish fixture");
+    let _ = std::fs::remove_file(format!("{}.lock", tmp.display()));
     eprintln!("store fixture generated in {:.1?}", started.elapsed());
 }
 
@@ -176,6 +177,10 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+    drop(store);
+    for suffix in ["", "-wal", "-shm", ".lock"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", run_path.display()));
+    }
 }
 
 criterion_group! {

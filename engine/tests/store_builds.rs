@@ -49,6 +49,7 @@ async fn create_build_records_everything_and_respects_tenancy() {
     f.store.set_visibility(&f.a, &r("acme/py"), Visibility::Public).await.unwrap();
     assert_eq!(f.store.get_build(&f.b, &b.id).await.unwrap().id, b.id);
     assert!(f.store.read_logs(&f.b, &b.id, 0, 10).await.is_ok());
+    assert_eq!(f.store.get_status(&f.b, &b.id, 0, 10).await.unwrap().build.id, b.id);
     assert!(is_denied(f.store.update_build(&f.b, &b.id, to(BuildStatus::Building)).await));
     assert!(is_denied(f.store.append_logs(&f.b, &b.id, vec![NewLogEntry::new(LogLevel::Info, "x")]).await));
     let mut retry = new_build("bravo/py", Backend::Native);

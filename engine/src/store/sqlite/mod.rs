@@ -37,6 +37,9 @@ const MAX_IDLE_READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The SQLite implementation of [`Store`]. Cheap to clone; clones share connections.
+///
+/// Its async methods run their SQLite work with `tokio::task::spawn_blocking`, so they must be
+/// awaited inside a tokio runtime (calling one elsewhere panics, as tokio does).
 #[derive(Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
