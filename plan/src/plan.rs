@@ -56,14 +56,36 @@ impl BuildPlan {
     /// The canonical JSON form: compact, fields in declaration order, maps sorted, without the
     /// digest itself.
     pub fn canonical_json(&self) -> Vec<u8> {
-        let unsigned = BuildPlan { plan_digest: String::new(), ..self.clone() };
-        // Serialising these types cannot fail: every key is a string and there is no float.
-        serde_json::to_vec(&unsigned).unwrap_or_default()
+        let mut out = Vec::new();
+        self.write_canonical(&mut out);
+        out
     }
 
-    /// `sha256:` of [`BuildPlan::canonical_json`].
+    fn write_canonical<W: std::io::Write>(&self, out: W) {
+        // Serialising these types cannot fail: every key is a string and there is no float; a
+        // writer that fails (none of ours do) leaves the output short, which changes the digest.
+        let _ = if self.plan_digest.is_empty() {
+            serde_json::to_writer(out, self)
+        } else {
+            serde_json::to_writer(out, &BuildPlan { plan_digest: String::new(), ..self.clone() })
+        };
+    }
+
+    /// `sha256:` of [`BuildPlan::canonical_json`], hashed as it is written.
     pub fn compute_digest(&self) -> String {
-        format!("sha256:{:x}", Sha256::digest(self.canonical_json()))
+        struct HashWriter(Sha256);
+        impl std::io::Write for HashWriter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut hasher = HashWriter(Sha256::new());
+        self.write_canonical(std::io::BufWriter::with_capacity(64 * 1024, &mut hasher));
+        format!("sha256:{:x}", hasher.0.finalize())
     }
 
     /// Sets `plan_digest` from the current content.
