@@ -367,3 +367,17 @@ fn plan_digest_is_stable_and_covers_content() {
     let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
     assert_eq!(a.plan_digest, format!("sha256:{}", &out[..64]));
 }
+
+#[test]
+fn oversized_and_hostile_input_is_refused_cleanly() {
+    let huge = format!("FROM busybox\nRUN echo {}\n", "x".repeat(5 * 1024 * 1024));
+    assert_eq!(code_names(&huge), ["DockerfileTooLarge"]);
+    // A line longer than BuildKit's scanner allows.
+    let long_line = format!("FROM busybox\nRUN echo {}\n", "y".repeat(100 * 1024));
+    assert_eq!(code_names(&long_line), ["ParseError"]);
+    // Deeply nested expansions and ONBUILD chains end in errors, not stack overflows.
+    let nested = format!("FROM busybox\nENV A={}x{}\n", "${B:-".repeat(10_000), "}".repeat(10_000));
+    assert_eq!(code_names(&nested), ["ExpansionError"]);
+    let onbuild = format!("FROM busybox\n{}RUN x\n", "ONBUILD ".repeat(1000));
+    assert!(!code_names(&onbuild).is_empty());
+}
