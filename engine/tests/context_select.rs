@@ -166,7 +166,9 @@ fn buildkit_exclude_integration_expectations() {
         &[("dir4/file-402.txt", "file-401.txt"), ("dir4/file-403.txt", "file-404.txt")],
     );
     let entries = walk(dir.path()).unwrap();
-    let copy = |sources: &[&str], exclude: &[&str]| dest_files(&select(&entries, &strings(sources), &strings(exclude)).unwrap());
+    let copy = |sources: &[&str], exclude: &[&str]| {
+        dest_files(&select(&entries, &strings(sources), &strings(exclude)).unwrap())
+    };
 
     // COPY --exclude=*/*.png --exclude=*/*.jpeg . /1
     assert_eq!(
@@ -222,11 +224,11 @@ fn exclude_uses_patternmatcher_rules() {
     let entries = walk(dir.path()).unwrap();
     let copy = |exclude: &[&str]| dest_files(&select(&entries, &strings(&["app"]), &strings(exclude)).unwrap());
     // `**` crosses directories; a plain `*.log` is anchored at the source.
+    assert_eq!(copy(&["**/*.log"]), ["src/gen/out.rs", "src/main.rs", "target/debug/bin", "target/keep.txt"]);
     assert_eq!(
-        copy(&["**/*.log"]),
-        ["src/gen/out.rs", "src/main.rs", "target/debug/bin", "target/keep.txt"]
+        copy(&["*.log"]),
+        ["deep/a/b/c.log", "src/gen/out.rs", "src/main.rs", "target/debug/bin", "target/keep.txt"]
     );
-    assert_eq!(copy(&["*.log"]), ["deep/a/b/c.log", "src/gen/out.rs", "src/main.rs", "target/debug/bin", "target/keep.txt"]);
     // A `!` exception re-includes a file inside an excluded directory, which is kept as its parent.
     let sel = select(&entries, &strings(&["app"]), &strings(&["target", "!target/keep.txt"])).unwrap();
     let listed: Vec<String> = sel[0].entries.iter().map(|e| e.path.to_string_lossy().into_owned()).collect();
@@ -234,13 +236,13 @@ fn exclude_uses_patternmatcher_rules() {
     assert!(listed.contains(&"target/keep.txt".to_string()));
     assert!(!listed.iter().any(|p| p.starts_with("target/debug")), "{listed:?}");
     // Excludes are relative to the source, never to the context root...
-    assert_eq!(copy(&["app/src"]), ["deep/a/b/c.log", "src/gen/out.rs", "src/main.rs", "target/debug/bin", "target/keep.txt", "top.log"]);
+    assert_eq!(
+        copy(&["app/src"]),
+        ["deep/a/b/c.log", "src/gen/out.rs", "src/main.rs", "target/debug/bin", "target/keep.txt", "top.log"]
+    );
     // ...and never applied to a source itself.
     assert_eq!(dest_files(&select(&entries, &strings(&["app/top.log"]), &strings(&["*.log"])).unwrap()), ["top.log"]);
-    assert!(matches!(
-        select(&entries, &strings(&["app"]), &strings(&["!"])),
-        Err(SelectError::Exclude { .. })
-    ));
+    assert!(matches!(select(&entries, &strings(&["app"]), &strings(&["!"])), Err(SelectError::Exclude { .. })));
 }
 
 #[test]

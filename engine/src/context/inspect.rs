@@ -295,7 +295,9 @@ pub fn inspect_build_context(
     let excluded_self = |path: &Path| -> Result<Option<String>, PatternError> {
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         match canonical.strip_prefix(&root) {
-            Ok(rel) if !rel.as_os_str().is_empty() && matcher.matches_or_parent_matches(rel.as_os_str().as_bytes())? => {
+            Ok(rel)
+                if !rel.as_os_str().is_empty() && matcher.matches_or_parent_matches(rel.as_os_str().as_bytes())? =>
+            {
                 Ok(Some(rel.to_string_lossy().into_owned()))
             }
             _ => Ok(None),
@@ -328,7 +330,8 @@ pub fn inspect_build_context(
             UnsupportedKind::BlockDevice => "block_device",
             UnsupportedKind::CharDevice => "char_device",
         };
-        warnings.push(Warning::Unsupported { path: u.path.to_string_lossy().into_owned(), file_type: file_type.into() });
+        warnings
+            .push(Warning::Unsupported { path: u.path.to_string_lossy().into_owned(), file_type: file_type.into() });
     }
     let used = used_paths(&plan, &walked.entries, &hashes, &mut warnings);
     let own_files: BTreeSet<PathBuf> = [dockerfile.as_deref(), walked.ignore_file.as_deref()]

@@ -272,9 +272,7 @@ fn exclude_matcher(exclude: &[String]) -> Result<Option<PatternMatcher>, SelectE
     if exclude.is_empty() {
         return Ok(None);
     }
-    PatternMatcher::new(exclude)
-        .map(Some)
-        .map_err(|error| SelectError::Exclude { patterns: exclude.to_vec(), error })
+    PatternMatcher::new(exclude).map(Some).map_err(|error| SelectError::Exclude { patterns: exclude.to_vec(), error })
 }
 
 /// The entries strictly under `root` (all of them for the root `""`), as a sub-slice of
@@ -392,11 +390,7 @@ pub fn select(entries: &[Entry], sources: &[String], exclude: &[String]) -> Resu
 ///
 /// # Errors
 /// [`SelectError`] naming a required path that does not exist or a malformed pattern.
-pub fn select_parents(
-    entries: &[Entry],
-    sources: &[String],
-    exclude: &[String],
-) -> Result<Vec<Selected>, SelectError> {
+pub fn select_parents(entries: &[Entry], sources: &[String], exclude: &[String]) -> Result<Vec<Selected>, SelectError> {
     let entries = in_path_order(entries);
     let exclude_m = exclude_matcher(exclude)?;
     let mut out = Vec::new();
