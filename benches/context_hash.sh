@@ -12,13 +12,13 @@
 #          in a separate git dir (blobs hashed with --info-only, so nothing is copied);
 #   touch: both again after `touch` of 1% of the files before each run;
 #   memory: peak RSS of a cold hash with /usr/bin/time -v.
-# Uses the release `nullspace` binary (built here if missing). About 10 minutes on 2 cores.
+# Uses the release `nullspace` binary (built here if missing). About 10 minutes on 2 cores (3 runs each; --quick: 2).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 work="$repo/target/bench-context"
-runs=5
+runs=3
 [[ "${1:-}" == "--quick" ]] && runs=2
 mkdir -p "$work"
 
