@@ -26,6 +26,16 @@ enum Command {
         #[command(subcommand)]
         command: commands::dockerfile::Command,
     },
+    /// Build context tools: inspect, list and hash what a build would send.
+    Context {
+        #[command(subcommand)]
+        command: commands::context::Command,
+    },
+    /// Cache keys: print them, and explain why they changed.
+    Cache {
+        #[command(subcommand)]
+        command: commands::cache::Command,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,6 +44,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Dockerfile { command } => commands::dockerfile::run(command),
+        Command::Context { command } => commands::context::run(command),
+        Command::Cache { command } => commands::cache::run(command),
     };
     match result {
         Ok(code) => code,

@@ -1,10 +1,14 @@
 //! The build context: what a build may read from the user's directory.
 //!
 //! [`walk`] lists the context applying [`ignore`] rules; [`contenthash`] computes BuildKit's
-//! per-path digests; [`statcache`] remembers digests of unchanged files between runs.
+//! per-path digests; [`statcache`] remembers digests of unchanged files between runs;
+//! [`select`] picks what each COPY/ADD copies; [`inspect`] reports on a whole context before a
+//! build.
 
 pub mod contenthash;
 pub mod ignore;
+pub mod inspect;
+pub mod select;
 pub mod statcache;
 pub mod walk;
 

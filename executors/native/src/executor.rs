@@ -35,7 +35,6 @@
 //! the manifest digest and `oci:PATH:TAG`. Registry bases and pushes go through an
 //! [`ImageSource`] given with [`NativeExecutor::with_registry`]; pushing is not wired yet.
 
-pub mod select;
 pub mod source;
 
 use std::collections::HashMap;
@@ -45,6 +44,7 @@ use std::sync::Arc;
 
 use nullspace_engine::cache::ResolvedImages;
 use nullspace_engine::cas::{BlobStore, Digest as CasDigest};
+use nullspace_engine::context::select::{self, Selected};
 use nullspace_engine::executor::{Artifact, Event, EventSink, ExecError, ExecRequest, Executor, LogLevel};
 use nullspace_plan::builder::{Backend, Credentials, ReadyCheck};
 use nullspace_plan::plan::{BuildPlan, Command, CopyFrom, Mount, Op, PlanStep};
@@ -58,7 +58,6 @@ use tokio_util::sync::CancellationToken;
 use crate::layer::{Chown, CopyOptions, Layer, LayerEntry, LayerEntryKind, LayerInfo, LayerOptions};
 use crate::layout::{OciDir, epoch_to_rfc3339};
 use crate::run::{LayerRef, Network, RunError, RunSpec, Runner, RunnerOptions, StepContext, StepMount};
-use select::Selected;
 pub use source::{ImageSource, OciLayoutSource, SourceError, SourceImage};
 
 /// The shell used for shell-form commands when no SHELL was given.
@@ -781,10 +780,10 @@ impl Build<'_> {
                 };
                 scratch = tempfile::tempdir_in(&self.exec.inner.state).map_err(other)?;
                 crate::run::SnapshotStore::materialize(self.store(), &layers, scratch.path()).map_err(other)?;
-                (scratch.path().to_path_buf(), select::walk(scratch.path()).map_err(ExecError::Other)?)
+                (scratch.path().to_path_buf(), select::walk(scratch.path()).map_err(other)?)
             }
         };
-        let selected = select::select(&entries, sources, exclude).map_err(ExecError::Other)?;
+        let selected = select::select(&entries, sources, exclude).map_err(other)?;
         let owner = chown.as_deref().map(|c| self.chown(c, state)).transpose()?;
         let mode = chmod.as_deref().map(parse_mode).transpose()?;
         let workdir =

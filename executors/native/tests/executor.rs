@@ -15,7 +15,7 @@ use nullspace_engine::context::contenthash::hash_context;
 use nullspace_engine::executor::{
     Artifact, ContextSnapshot, Event, EventSink, ExecError, ExecRequest, Executor, OutputSpec, Secrets,
 };
-use nullspace_native::executor::select::{ContextSelector, walk};
+use nullspace_engine::context::select::{ContextSelector, walk};
 use nullspace_native::executor::{NativeExecutor, NativeOptions};
 use nullspace_native::run::RunnerOptions;
 use nullspace_plan::builder::{Template, wait_for_port};
