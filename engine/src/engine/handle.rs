@@ -7,8 +7,8 @@ use futures_util::Stream;
 use super::types::{BuildInfo, EngineError, LogCallback, RetryOptions, StatusReport};
 use super::{Engine, JobRequest};
 use crate::store::{
-    BuildId, BuildReason, BuildStatus, BuildUpdate, LogEntry, LogLevel, NewLogEntry, Tag, TagMove, TemplateRef,
-    TenantId,
+    BuildId, BuildReason, BuildStatus, BuildUpdate, LogEntry, LogLevel, NewLogEntry, StoreError, Tag, TagMove,
+    TemplateRef, TenantId,
 };
 
 /// How often a handle polls the store while following or waiting.
@@ -116,7 +116,14 @@ impl BuildHandle {
                     ..Default::default()
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // Said plainly: the build ended before the cancel arrived.
+                StoreError::InvalidTransition { build, from, .. } if from.is_terminal() => {
+                    StoreError::Finished { build, status: from }
+                }
+                e => e,
+            })?;
         let token = self.engine.inner.running.lock().unwrap_or_else(|p| p.into_inner()).get(&self.id).cloned();
         if let Some(t) = token {
             t.cancel();
