@@ -90,7 +90,7 @@ async fn background_build_connect_and_follow_from_another_engine() {
 
     // A second engine on the same state dir (the store opened shared, no executor), as another
     // process would.
-    let other = Engine::builder().state_dir(s.state()).build().await.unwrap();
+    let other = Engine::builder().state_dir(s.state()).shared().build().await.unwrap();
     let remote = other.connect(&tenant, handle.id()).await.unwrap();
     let followed: Vec<_> = remote.logs(0, true).map(|e| e.unwrap()).collect().await;
     let texts: Vec<_> = followed.iter().map(|e| e.message.as_str()).collect();
@@ -104,6 +104,12 @@ async fn background_build_connect_and_follow_from_another_engine() {
     // get_status pages from an offset.
     let status = remote.get_status(end as u64).await.unwrap();
     assert_eq!(status.logs.entries[0].message, "end-line");
+    // A shared engine does not build; a second primary cannot open the store.
+    let t2 = Template::from_image(busybox_ref());
+    let refused = other.build_in_background(&tenant, &t2, &"acme/bg".parse().unwrap(), BuildOptions::default()).await;
+    assert!(matches!(refused, Err(EngineError::Config(_))));
+    let locked = Engine::builder().state_dir(s.state()).build().await.unwrap_err();
+    assert!(matches!(locked, EngineError::Store(StoreError::Locked { .. })), "{locked}");
     // Another tenant cannot connect.
     let err = other.connect(&"intruder".parse().unwrap(), handle.id()).await.unwrap_err();
     assert!(matches!(err, EngineError::Store(StoreError::NotFound { .. })), "{err}");

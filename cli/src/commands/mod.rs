@@ -1,5 +1,8 @@
 //! One module per subcommand.
 
+pub mod build;
+pub mod builds;
 pub mod dockerfile;
 pub mod plan;
+pub mod templates;
 pub mod validate;

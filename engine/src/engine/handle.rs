@@ -141,7 +141,10 @@ impl BuildHandle {
         let build = self.engine.inner.store.get_build(&self.tenant, &self.id).await?;
         let definition: super::BuildDefinition = serde_json::from_str(&build.definition)
             .map_err(|e| EngineError::Definition { build: self.id.to_string(), message: e.to_string() })?;
-        super::run::resolve_secrets(&definition.template, &options.build_secrets)?;
+        // A definition that no longer plans fails as a build, with its diagnostics.
+        if let Some(plan) = super::run::plan_definition(&definition).plan {
+            super::run::resolve_secrets(super::run::plan_secrets(&plan), &options.build_secrets)?;
+        }
         self.engine
             .submit(JobRequest {
                 tenant: self.tenant.clone(),

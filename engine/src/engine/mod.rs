@@ -48,8 +48,8 @@ use crate::context::Entry;
 use crate::context::contenthash::ContextHashes;
 use crate::executor::Executor;
 use crate::store::{
-    Alias, BuildId, BuildQuery, DeletedTemplate, NewBuild, Page, Resolved, SqliteStore, Store, StoreError, Tag,
-    TagMove, Template, TemplateName, TemplateQuery, TemplateRef, TenantId, Visibility,
+    Alias, BuildId, BuildQuery, DeletedTemplate, NewBuild, Page, Resolved, SqliteStore, Store, Tag, TagMove, Template,
+    TemplateName, TemplateQuery, TemplateRef, TenantId, Visibility,
 };
 
 pub use handle::BuildHandle;
@@ -85,6 +85,7 @@ pub struct EngineBuilder {
     concurrency: Option<usize>,
     retention: Option<Duration>,
     collect_every: Option<Duration>,
+    shared: bool,
 }
 
 impl EngineBuilder {
@@ -94,8 +95,8 @@ impl EngineBuilder {
         self
     }
 
-    /// The store (default: [`SqliteStore`] at `STATE/nullspace.db`; opened shared when another
-    /// process holds it as primary).
+    /// The store (default: [`SqliteStore`] at `STATE/nullspace.db`, opened as primary: the
+    /// process that runs builds, and recovers builds left in flight by a crashed one).
     pub fn store(mut self, store: Arc<dyn Store>) -> Self {
         self.store = Some(store);
         self
@@ -105,6 +106,15 @@ impl EngineBuilder {
     pub fn executor(mut self, executor: Arc<dyn Executor>) -> Self {
         self.executors.retain(|e| e.backend() != executor.backend());
         self.executors.push(executor);
+        self
+    }
+
+    /// Opens the default store beside the primary process instead ([`SqliteStore::open_shared`]):
+    /// for reading, following logs, cancelling and template changes while another process
+    /// builds. Such an engine refuses to start builds (a later primary would take its builds for
+    /// interrupted ones).
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
         self
     }
 
@@ -143,10 +153,10 @@ impl EngineBuilder {
             Some(s) => s,
             None => {
                 let path = state_dir.join("nullspace.db");
-                match SqliteStore::open(&path).await {
-                    Ok(s) => Arc::new(s),
-                    Err(StoreError::Locked { .. }) => Arc::new(SqliteStore::open_shared(&path).await?),
-                    Err(e) => return Err(e.into()),
+                if self.shared {
+                    Arc::new(SqliteStore::open_shared(&path).await?)
+                } else {
+                    Arc::new(SqliteStore::open(&path).await?)
                 }
             }
         };
@@ -161,6 +171,7 @@ impl EngineBuilder {
                 running: Mutex::new(HashMap::new()),
                 inflight: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
+                shared: self.shared,
             }),
         };
         if let Some(every) = self.collect_every {
@@ -183,6 +194,8 @@ struct Inner {
     inflight: Mutex<HashMap<String, watch::Receiver<Option<SharedOutcome>>>>,
     /// Stops background tasks when the last engine clone goes.
     shutdown: CancellationToken,
+    /// Opened beside a primary: no builds here.
+    shared: bool,
 }
 
 impl Drop for Inner {
@@ -294,6 +307,11 @@ impl Engine {
     }
 
     async fn submit(&self, req: JobRequest) -> Result<BuildHandle, EngineError> {
+        if self.inner.shared {
+            return Err(EngineError::Config(
+                "this engine shares the store with the process that builds; start builds there".into(),
+            ));
+        }
         let definition = serde_json::to_string(&req.definition)
             .map_err(|e| EngineError::Config(format!("cannot serialise the build definition: {e}")))?;
         let build = self
@@ -321,6 +339,7 @@ impl Engine {
             credentials: req.credentials,
             on_log: req.on_log,
             cancel,
+            slot: Mutex::new(None),
         };
         tokio::spawn(self.clone().run_job(job));
         Ok(BuildHandle::new(self.clone(), req.tenant, build.id))

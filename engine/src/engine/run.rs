@@ -34,6 +34,8 @@ pub(crate) struct Job {
     pub credentials: Option<Credentials>,
     pub on_log: Option<LogCallback>,
     pub cancel: CancellationToken,
+    /// The executor slot, held until the outcome is recorded so the next build starts after.
+    pub slot: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// How a build ended, before it is recorded.
@@ -147,31 +149,47 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
     move |source| EngineError::Io { path: path.to_owned(), source }
 }
 
-/// The template's secrets with their values: from `given`, else from the variable it names.
-/// Lists those with neither.
-pub(crate) fn resolve_secrets(
-    template: &nullspace_plan::builder::Template,
+/// The values of the secrets `wanted` (id, and the variable the template names, if any): from
+/// `given`, else from that variable. Lists those with neither.
+pub(crate) fn resolve_secrets<'a>(
+    wanted: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
     given: &Secrets,
 ) -> Result<Secrets, EngineError> {
     let mut out = Secrets::default();
     let (mut ids, mut envs) = (Vec::new(), Vec::new());
-    for s in &template.secrets {
-        if let Some(v) = given.get(&s.id) {
-            out.insert(s.id.clone(), v.to_vec());
-        } else if let Some(v) = std::env::var_os(&s.env) {
-            out.insert(s.id.clone(), std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec());
+    for (id, env) in wanted {
+        if let Some(v) = given.get(id) {
+            out.insert(id, v.to_vec());
+        } else if let Some(v) = env.and_then(std::env::var_os) {
+            out.insert(id, std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec());
         } else {
-            ids.push(s.id.clone());
-            envs.push(format!("${}", s.env));
+            ids.push(id.to_owned());
+            envs.extend(env.map(|e| format!("${e}")));
         }
     }
     if ids.is_empty() { Ok(out) } else { Err(EngineError::MissingSecrets { ids, envs }) }
 }
 
+/// The secrets a plan needs, as [`resolve_secrets`] takes them.
+pub(crate) fn plan_secrets(plan: &BuildPlan) -> impl Iterator<Item = (&str, Option<&str>)> {
+    plan.secrets.iter().map(|s| (s.id.as_str(), s.env.as_deref()))
+}
+
+/// Plans a definition as its build will.
+pub(crate) fn plan_definition(def: &BuildDefinition) -> nullspace_plan::normalize::Outcome {
+    let mut template = def.template.clone();
+    template.backend = Some(def.backend);
+    let options =
+        PlanOptions { build_args: def.build_args.clone(), base_dir: def.base_dir.clone(), ..Default::default() };
+    plan(&template, &options)
+}
+
 /// Makes the template's relative paths absolute against `base`.
 pub(crate) fn absolutise(template: &mut nullspace_plan::builder::Template, base: &Path) {
     if let Some(c) = &template.context {
-        template.context = Some(base.join(c));
+        // `context = "."` is the base itself: keep paths in logs and records clean.
+        let joined = if c.as_os_str() == "." { base.to_path_buf() } else { base.join(c) };
+        template.context = Some(joined);
     }
     match &mut template.from {
         Base::Dockerfile { path } => *path = base.join(&*path),
@@ -229,6 +247,7 @@ impl Engine {
         if let Err(e) = self.record(&job, &logs, end).await {
             tracing::warn!(build = %job.id, error = %e, "cannot record the end of a build");
         }
+        drop(job.slot.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 
     async fn record(&self, job: &Job, logs: &Logs, end: End) -> Result<(), EngineError> {
@@ -320,7 +339,7 @@ impl Engine {
                 span: first.and_then(|d| d.span.as_ref()).and_then(|s| serde_json::to_value(s).ok()),
             }));
         };
-        let secrets = match resolve_secrets(&template, &job.secrets) {
+        let secrets = match resolve_secrets(plan_secrets(&plan), &job.secrets) {
             Ok(s) => s,
             Err(e) => return Ok(End::Failed(BuildReason::message(e.to_string()))),
         };
@@ -507,10 +526,11 @@ impl Engine {
         request: ExecRequest,
         plan: &BuildPlan,
     ) -> Result<End, EngineError> {
-        let _permit = tokio::select! {
+        let permit = tokio::select! {
             p = self.inner.queue.clone().acquire_owned() => p.map_err(|e| EngineError::Config(e.to_string()))?,
             () = job.cancel.cancelled() => return Ok(End::Cancelled),
         };
+        *job.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(permit);
         if job.cancel.is_cancelled() {
             return Ok(End::Cancelled);
         }

@@ -237,9 +237,9 @@ pub enum EngineError {
     NoExecutor(Backend),
     /// A retry (or build) lacks values of secrets its template needs.
     #[error(
-        "build secrets without a value: {}; secret values are never persisted, pass them again (build_secrets) or set {}",
+        "build secrets without a value: {}; secret values are never persisted: pass them again (build_secrets){}",
         ids.join(", "),
-        envs.join(", ")
+        if envs.is_empty() { String::new() } else { format!(" or set {}", envs.join(", ")) }
     )]
     MissingSecrets {
         /// The secret ids.
