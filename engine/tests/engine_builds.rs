@@ -260,6 +260,40 @@ async fn identical_builds_run_once_and_the_queue_bounds_concurrency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_a_queued_build() {
+    let s = Setup::new();
+    let engine = s.engine(1, KEEP).await;
+    let tenant = "acme".parse().unwrap();
+    let name = "acme/queue".parse().unwrap();
+    let long = Template::from_image(busybox_ref()).run_cmd("echo long-start && sleep 60");
+    let running = engine.build_in_background(&tenant, &long, &name, BuildOptions::default()).await.unwrap();
+    let started = Instant::now();
+    while running.info().await.unwrap().status != BuildStatus::Building {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = Template::from_image(busybox_ref()).run_cmd("echo never-runs");
+    let queued = engine.build_in_background(&tenant, &waiting, &name, BuildOptions::default()).await.unwrap();
+    // Planned and keyed, it waits for the only slot.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(queued.info().await.unwrap().status, BuildStatus::Queued);
+    let info = queued.cancel("not needed").await.unwrap();
+    assert_eq!(info.status, BuildStatus::Cancelled);
+    running.cancel("done testing").await.unwrap();
+    for h in [&running, &queued] {
+        let end = h.wait_until_terminal(Some(Duration::from_secs(30)), None).await.unwrap();
+        assert_eq!(end.status, BuildStatus::Cancelled);
+    }
+    assert!(queued.info().await.unwrap().started_at.is_none(), "a cancelled queued build started");
+    assert!(!messages(&engine, queued.id()).await.iter().any(|m| m == "never-runs"));
+    // wait_until_terminal gives up at its timeout.
+    let slow = engine.build_in_background(&tenant, &long, &name, BuildOptions::default().no_cache()).await.unwrap();
+    let err = slow.wait_until_terminal(Some(Duration::from_millis(300)), None).await.unwrap_err();
+    assert!(matches!(err, EngineError::Timeout { .. }), "{err}");
+    slow.cancel("").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_collects_untagged_artifacts_only() {
     let s = Setup::new();
     let engine = s.engine(2, Duration::ZERO).await;

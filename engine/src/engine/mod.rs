@@ -205,6 +205,29 @@ impl Drop for Inner {
 }
 
 /// The build engine. Cheap to clone; all clones share the queue and the store.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use nullspace_engine::store::{BuildStatus, TemplateRef, Visibility};
+/// use nullspace_engine::{BuildOptions, Engine};
+/// use nullspace_plan::builder::Template;
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// // No executor registered: enough for the templates API and for builds that fail validation.
+/// let engine = Engine::builder().state_dir(dir.path()).build().await?;
+/// let tenant = "acme".parse()?;
+/// engine.reserve_name(&tenant, &"acme/app".parse()?, Visibility::Private).await?;
+///
+/// let invalid = Template::from_image("Not A Reference").run_cmd("");
+/// let build = engine.build(&tenant, &invalid, &"acme/app".parse()?, BuildOptions::default()).await?;
+/// assert_eq!(build.status, BuildStatus::Failed);
+/// assert!(build.reason.as_ref().unwrap().message.contains("EmptyRun"));
+///
+/// let history = engine.list_builds(&tenant, &"acme/app".parse::<TemplateRef>()?, &Default::default()).await?;
+/// assert_eq!(history.items[0].id, build.id);
+/// # Ok::<(), nullspace_engine::EngineError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
