@@ -249,3 +249,22 @@ fn follow_and_cancel_from_other_processes() {
     assert!(logs.contains("cancelled: from another terminal"), "{logs}");
     assert_eq!(env.json(&["builds", "show", &id, "--json"])["status"], "cancelled");
 }
+
+#[test]
+fn progress_display_on_a_terminal() {
+    let env = Env::new();
+    let t = env.template();
+    let bin = env!("CARGO_BIN_EXE_nullspace");
+    let line = format!("{bin} build {} --name demo/tty --state-dir {}", t.display(), env.state().display());
+    // `script` gives the command a pseudo-terminal and copies what it shows to stdout.
+    let out = Command::new("script").args(["-qec", &line, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    // Finished steps with built/cached, size and time; the running step redrawn in place.
+    assert!(shown.contains("built"), "{shown}");
+    assert!(shown.contains("[0/1]") && shown.contains("RUN /bin/sh -c echo hello-from-template"), "{shown}");
+    assert!(shown.contains("\r\x1b[K"), "no live redraw: {shown:?}");
+    assert!(shown.contains("done in "), "{shown}");
+    assert!(!shown.contains("[info]"), "plain log lines on a terminal: {shown}");
+    assert!(shown.contains("4/4 steps") || shown.contains("0/4 steps cached"), "{shown}");
+}

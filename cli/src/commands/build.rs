@@ -14,7 +14,7 @@ use nullspace_engine::context::Entry;
 use nullspace_engine::context::contenthash::ContextHashes;
 use nullspace_engine::engine::{BuildInfo, ContextSelect, LogCallback, format_entry};
 use nullspace_engine::executor::{OutputSpec, Secrets};
-use nullspace_engine::store::{BuildStatus, LogEntry, TemplateName, TenantId};
+use nullspace_engine::store::{BuildStatus, LogEntry, LogLevel, TemplateName, TenantId};
 use nullspace_engine::{BuildOptions, Engine};
 use nullspace_native::executor::select::ContextSelector;
 use nullspace_native::executor::{NativeExecutor, NativeOptions};
@@ -278,7 +278,10 @@ impl ProgressState {
                 let _ = writeln!(out, "    \x1b[2m{}\x1b[0m", e.message);
             }
             (None, _, _) => {
-                let _ = writeln!(out, "{}", format_entry(e));
+                let _ = match e.level {
+                    LogLevel::Warn | LogLevel::Error => writeln!(out, "{}", format_entry(e)),
+                    LogLevel::Debug | LogLevel::Info => writeln!(out, "{}", e.message),
+                };
             }
         }
         self.draw(&mut out);
