@@ -6,14 +6,16 @@
 //! secrets resolved (request values first, then the variables the template names), its context
 //! walked and hashed (stat cache in `STATE/statcache/`), its images resolved by the executor, its
 //! cache keys computed. Two builds in flight with the same final cache key run once: the second
-//! waits and shares the first's result. A semaphore bounds how many execute at once. Executor
-//! events are appended to the store log in batches; the status moves queued → building →
-//! ready/failed/cancelled with a reason (message, failing step, its span); requested tags are
-//! assigned once ready.
+//! waits and shares the first's result (a copy of its layout, so retention removes each build's
+//! own; builds given an explicit output always run). A semaphore bounds how many execute at
+//! once. Executor events are appended to the store log in batches; the status moves queued →
+//! building → ready/failed/cancelled with a reason (message, failing step, its span); requested
+//! tags are assigned once ready.
 //!
 //! Handles ([`BuildHandle`]) read everything from the store, so [`Engine::connect`] works from
 //! another process sharing the store: log following and cancellation go through it (a running
-//! build notices a cancel recorded elsewhere within a fraction of a second).
+//! build notices a cancel recorded elsewhere within a fraction of a second). One process per
+//! state dir builds (it opens the store as primary); others use [`EngineBuilder::shared`].
 //!
 //! ```no_run
 //! # async fn demo(executor: std::sync::Arc<dyn nullspace_engine::executor::Executor>) -> Result<(), nullspace_engine::EngineError> {

@@ -373,7 +373,14 @@ impl Engine {
         let final_key = keys.final_key().map(str::to_owned);
         logs.update(BuildUpdate { cache_key: final_key.clone(), ..Default::default() }).await?;
 
-        let leader = match final_key.as_deref().filter(|_| !def.no_cache) {
+        let output = match &def.output {
+            Some(o) => o.clone(),
+            None => default_output(&self.inner.state_dir, &self.template_name(job).await?, job.id.as_str()),
+        };
+        // Only builds into the engine's own layouts share results (a build asked to write
+        // somewhere writes there). From here to the end of `execute` nothing returns early, so a
+        // leader always publishes its outcome and leaves the in-flight map.
+        let leader = match final_key.as_deref().filter(|_| !def.no_cache && def.output.is_none()) {
             Some(key) => match self.join_inflight(key) {
                 Ok(tx) => Some((key.to_owned(), tx)),
                 Err(mut rx) => {
@@ -384,10 +391,6 @@ impl Engine {
                 }
             },
             None => None,
-        };
-        let output = match &def.output {
-            Some(o) => o.clone(),
-            None => default_output(&self.inner.state_dir, &self.template_name(job).await?, job.id.as_str()),
         };
         let request = ExecRequest {
             build_id: job.id.to_string(),
@@ -451,9 +454,8 @@ impl Engine {
             return Ok(None);
         };
         let mut artifact = artifact;
-        if job.definition.output.is_none()
-            && let Some(src) =
-                artifact.location.strip_prefix("oci:").and_then(|l| l.rsplit_once(':')).map(|(p, _)| PathBuf::from(p))
+        if let Some(src) =
+            artifact.location.strip_prefix("oci:").and_then(|l| l.rsplit_once(':')).map(|(p, _)| PathBuf::from(p))
         {
             let name = self.template_name(job).await?;
             let out = default_output(&self.inner.state_dir, &name, job.id.as_str());
