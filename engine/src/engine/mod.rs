@@ -373,7 +373,7 @@ impl Engine {
     /// A handle on an existing build (made by this process or another one on the same store).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] for an unknown build or another tenant's private one.
+    /// [`crate::store::StoreError::NotFound`] for an unknown build or another tenant's private one.
     pub async fn connect(&self, tenant: &TenantId, build: &BuildId) -> Result<BuildHandle, EngineError> {
         self.inner.store.get_build(tenant, build).await?;
         Ok(BuildHandle::new(self.clone(), tenant.clone(), build.clone()))
@@ -397,7 +397,7 @@ impl Engine {
     /// Resolves `name`, `name:tag`, an alias or a build id.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] (also for another tenant's private template).
+    /// [`crate::store::StoreError::NotFound`] (also for another tenant's private template).
     pub async fn get(&self, tenant: &TenantId, reference: &TemplateRef) -> Result<Resolved, EngineError> {
         Ok(self.inner.store.get_template(tenant, reference).await?)
     }
@@ -426,7 +426,7 @@ impl Engine {
     /// Points `tags` at the build `target` refers to (atomic moves).
     ///
     /// # Errors
-    /// Store errors ([`StoreError::NotPromotable`] when the build is not ready and available).
+    /// Store errors ([`crate::store::StoreError::NotPromotable`] when the build is not ready and available).
     pub async fn assign_tags(
         &self,
         tenant: &TenantId,
@@ -482,7 +482,7 @@ impl Engine {
     /// layouts of its available artifacts that live under the state directory.
     ///
     /// # Errors
-    /// Store errors ([`StoreError::InUse`]).
+    /// Store errors ([`crate::store::StoreError::InUse`]).
     pub async fn delete(
         &self,
         tenant: &TenantId,
