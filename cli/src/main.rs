@@ -1,4 +1,5 @@
-//! The `nullspace` command line: validate, plan and inspect templates offline.
+//! The `nullspace` command line: validate, plan and inspect templates offline; build them and
+//! manage builds and templates through the engine.
 
 mod commands;
 mod input;
@@ -36,6 +37,23 @@ enum Command {
         #[command(subcommand)]
         command: commands::cache::Command,
     },
+    /// Build a template file or Dockerfile into an image.
+    Build(commands::build::Args),
+    /// Build history and handles: list, show, logs, cancel, retry, promote.
+    Builds {
+        #[command(subcommand)]
+        command: commands::builds::Command,
+    },
+    /// Template names, tags, aliases and visibility.
+    Templates {
+        #[command(subcommand)]
+        command: commands::templates::Command,
+    },
+}
+
+/// Runs an engine command on a tokio runtime.
+fn block_on<F: std::future::Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(f)
 }
 
 fn main() -> ExitCode {
@@ -46,6 +64,9 @@ fn main() -> ExitCode {
         Command::Dockerfile { command } => commands::dockerfile::run(command),
         Command::Context { command } => commands::context::run(command),
         Command::Cache { command } => commands::cache::run(command),
+        Command::Build(args) => block_on(commands::build::run(args)),
+        Command::Builds { command } => block_on(commands::builds::run(command)),
+        Command::Templates { command } => block_on(commands::templates::run(command)),
     };
     match result {
         Ok(code) => code,

@@ -12,10 +12,10 @@ use std::process::Command;
 
 use nullspace_engine::cache::{CacheKeys, KeyContext, compute};
 use nullspace_engine::context::contenthash::hash_context;
+use nullspace_engine::context::select::{ContextSelector, walk};
 use nullspace_engine::executor::{
     Artifact, ContextSnapshot, Event, EventSink, ExecError, ExecRequest, Executor, OutputSpec, Secrets,
 };
-use nullspace_engine::context::select::{ContextSelector, walk};
 use nullspace_native::executor::{NativeExecutor, NativeOptions};
 use nullspace_native::run::RunnerOptions;
 use nullspace_plan::builder::{Template, wait_for_port};
