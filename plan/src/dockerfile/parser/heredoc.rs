@@ -91,8 +91,8 @@ struct Words {
     in_word: bool,
 }
 
-struct Lexer {
-    chars: Vec<char>,
+struct Lexer<'a> {
+    input: &'a str,
     pos: usize,
     raw_quotes: bool,
     raw_escapes: bool,
@@ -101,19 +101,19 @@ struct Lexer {
 
 const ESCAPE: char = '\\';
 
-impl Lexer {
-    fn new(input: &str, raw_quotes: bool, raw_escapes: bool) -> Self {
-        Self { chars: input.chars().collect(), pos: 0, raw_quotes, raw_escapes, buf: String::new() }
+impl<'a> Lexer<'a> {
+    fn new(input: &'a str, raw_quotes: bool, raw_escapes: bool) -> Self {
+        Self { input, pos: 0, raw_quotes, raw_escapes, buf: String::new() }
     }
 
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.input[self.pos..].chars().next()
     }
 
     fn next(&mut self) -> Option<char> {
         let c = self.peek();
-        if c.is_some() {
-            self.pos += 1;
+        if let Some(c) = c {
+            self.pos += c.len_utf8();
         }
         c
     }

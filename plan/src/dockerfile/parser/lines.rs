@@ -1,32 +1,39 @@
 //! BuildKit's line parsers: one joined instruction line to a [`Node`], arguments shaped per
 //! instruction (`frontend/dockerfile/parser/line_parsers.go` and `split_command.go`).
 
-use super::{MAX_ONBUILD_DEPTH, Node, ParseErrorKind, go_quote, go_trim_space};
+use std::borrow::Cow;
+
+use super::{MAX_ONBUILD_DEPTH, Node, ParseErrorKind, go_quote, go_trim_space, with_lowercase};
 
 type LineResult = Result<(Vec<Node>, bool), ParseErrorKind>;
 
-/// `newNodeFromLine`: keyword, flags, then the instruction's argument parser.
+/// `newNodeFromLine`: keyword, flags, then the instruction's argument parser. The line becomes
+/// the node's `original`.
 pub(super) fn node_from_line(
-    line: &str,
+    line: String,
     escape: char,
     comments: Vec<String>,
     depth: usize,
 ) -> Result<Node, ParseErrorKind> {
-    let (cmd, flags, args) = split_command(line, escape);
-    let (next, json) = match cmd.to_lowercase().as_str() {
-        "add" | "copy" | "volume" => parse_maybe_json_to_list(&args)?,
-        "arg" => (parse_name_or_name_val(&args, escape), false),
-        "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(&args)?,
-        "env" => (parse_name_val(&args, "ENV", escape)?, false),
-        "label" => (parse_name_val(&args, "LABEL", escape)?, false),
-        "expose" | "from" => (parse_strings_whitespace_delimited(&args), false),
-        "healthcheck" => parse_health_config(&args)?,
-        "maintainer" | "stopsignal" | "user" | "workdir" => (parse_string(&args), false),
-        "onbuild" => (parse_sub_command(&args, escape, depth)?, false),
-        // Unknown instructions keep one empty argument node, as BuildKit's parseIgnore does.
-        _ => (vec![Node::default()], false),
-    };
-    Ok(Node { value: cmd, original: line.to_owned(), flags, next, json, prev_comment: comments, ..Node::default() })
+    let (cmd, flags, args) = split_command(&line, escape);
+    let args = args.as_ref();
+    let (next, json) = with_lowercase(cmd, |lower| {
+        Ok(match lower {
+            "add" | "copy" | "volume" => parse_maybe_json_to_list(args)?,
+            "arg" => (parse_name_or_name_val(args, escape), false),
+            "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(args)?,
+            "env" => (parse_name_val(args, "ENV", escape)?, false),
+            "label" => (parse_name_val(args, "LABEL", escape)?, false),
+            "expose" | "from" => (parse_strings_whitespace_delimited(args), false),
+            "healthcheck" => parse_health_config(args)?,
+            "maintainer" | "stopsignal" | "user" | "workdir" => (parse_string(args), false),
+            "onbuild" => (parse_sub_command(args, escape, depth)?, false),
+            // Unknown instructions keep one empty argument node, as BuildKit's parseIgnore does.
+            _ => (vec![Node::default()], false),
+        })
+    })?;
+    let value = cmd.to_owned();
+    Ok(Node { value, original: line, flags, next, json, prev_comment: comments, ..Node::default() })
 }
 
 fn leaf(value: impl Into<String>) -> Node {
@@ -74,16 +81,19 @@ pub(super) fn split_ws(s: &str, n: usize) -> Vec<&str> {
 }
 
 /// `splitCommand`: the keyword, the leading `--flags`, and the trimmed remaining arguments.
-fn split_command(line: &str, escape: char) -> (String, Vec<String>, String) {
-    let parts = split_ws(go_trim_space(line), 2);
-    let cmd = parts[0].to_owned();
-    match parts.get(1) {
-        Some(rest) => {
-            let (args, flags) = extract_builder_flags(rest, escape);
-            (cmd, flags, go_trim_space(&args).to_owned())
-        }
-        None => (cmd, Vec::new(), String::new()),
-    }
+fn split_command(line: &str, escape: char) -> (&str, Vec<String>, Cow<'_, str>) {
+    let line = go_trim_space(line);
+    let is_ws = |b: u8| matches!(b, b'\t' | 0x0b | 0x0c | b'\r' | b' ');
+    let Some(cmd_end) = line.bytes().position(is_ws) else {
+        return (line, Vec::new(), Cow::Borrowed(""));
+    };
+    let rest_start = line.as_bytes()[cmd_end..].iter().position(|&b| !is_ws(b)).map_or(line.len(), |p| cmd_end + p);
+    let (args, flags) = extract_builder_flags(&line[rest_start..], escape);
+    let args = match args {
+        Cow::Borrowed(args) => Cow::Borrowed(go_trim_space(args)),
+        Cow::Owned(args) => Cow::Owned(go_trim_space(&args).to_owned()),
+    };
+    (&line[..cmd_end], flags, args)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -95,9 +105,9 @@ enum Phase {
 
 /// `extractBuilderFlags`. BuildKit walks bytes here and turns each byte into a rune, so
 /// non-ASCII bytes in flags come out as Latin-1 characters; that is kept.
-fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
+fn extract_builder_flags(line: &str, escape: char) -> (Cow<'_, str>, Vec<String>) {
     let bytes = line.as_bytes();
-    let rest_from = |pos: usize| String::from_utf8_lossy(&bytes[pos..]).into_owned();
+    let rest_from = |pos: usize| String::from_utf8_lossy(&bytes[pos..]);
     let esc = u32::from(escape);
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
@@ -180,82 +190,57 @@ fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
         word.push(char::from(c));
         pos += 1;
     }
-    (String::new(), words)
+    (Cow::Borrowed(""), words)
 }
 
-/// `parseWords`: splits on whitespace keeping quotes and escapes in the words.
-pub(super) fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    let chars: Vec<char> = rest.chars().collect();
-    let n = chars.len();
+/// `parseWords`: splits on whitespace keeping quotes and escapes in the words. Every character
+/// but a final escape is kept, so each word is a slice of `rest`.
+pub(super) fn parse_words(rest: &str, escape: char) -> Vec<&str> {
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
     let mut quote = '\0';
-    let mut blank_ok = false;
-    let mut word = String::new();
-    let mut i = 0;
-    while i <= n {
-        let at_end = i == n;
-        let mut ch = if at_end { '\0' } else { chars[i] };
+    let mut start = 0;
+    let mut end = 0;
+    let mut chars = rest.char_indices();
+    while let Some((i, ch)) = chars.next() {
         if phase == Phase::Spaces {
-            if at_end {
-                break;
-            }
             if ch.is_whitespace() {
-                i += 1;
                 continue;
             }
             phase = Phase::Word;
+            start = i;
+            end = i;
         }
-        if at_end {
-            if blank_ok || !word.is_empty() {
-                words.push(word);
-            }
-            break;
-        }
-        if phase == Phase::Word {
+        let escaped = if phase == Phase::Word {
             if ch.is_whitespace() {
-                phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
+                if end > start {
+                    words.push(&rest[start..end]);
                 }
-                blank_ok = false;
-                i += 1;
+                phase = Phase::Spaces;
                 continue;
             }
             if ch == '\'' || ch == '"' {
                 quote = ch;
-                blank_ok = true;
                 phase = Phase::Quote;
             }
-            if ch == escape {
-                if i + 1 == n {
-                    i += 1;
-                    continue;
-                }
-                word.push(ch);
-                i += 1;
-                ch = chars[i];
-            }
-            word.push(ch);
-            i += 1;
-            continue;
-        }
-        // Phase::Quote
-        if ch == quote {
-            phase = Phase::Word;
-        }
-        if ch == escape && quote != '\'' {
-            if i + 1 == n {
+            ch == escape
+        } else {
+            if ch == quote {
                 phase = Phase::Word;
-                i += 1;
-                continue;
             }
-            i += 1;
-            word.push(ch);
-            ch = chars[i];
+            ch == escape && quote != '\''
+        };
+        end = i + ch.len_utf8();
+        if escaped {
+            match chars.next() {
+                Some((j, next)) => end = j + next.len_utf8(),
+                // An escape that ends the input is dropped.
+                None => end = i,
+            }
         }
-        word.push(ch);
-        i += 1;
+    }
+    if phase != Phase::Spaces && end > start {
+        words.push(&rest[start..end]);
     }
     words
 }
@@ -272,7 +257,7 @@ fn parse_name_val(rest: &str, instruction: &'static str, escape: char) -> Result
     let Some(first) = words.first() else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(words.len() * 3);
     if !first.contains('=') {
         let parts = split_ws(rest, 2);
         if parts.len() < 2 {
@@ -281,7 +266,7 @@ fn parse_name_val(rest: &str, instruction: &'static str, escape: char) -> Result
         key_value_nodes(&mut out, parts[0], parts[1], "");
         return Ok(out);
     }
-    for word in &words {
+    for word in words {
         let Some((key, value)) = word.split_once('=') else {
             return Err(ParseErrorKind::MissingEquals { word: go_quote(word) });
         };
@@ -319,6 +304,11 @@ fn parse_json(rest: &str) -> JsonOutcome {
     let rest = rest.trim_start_matches(char::is_whitespace);
     if !rest.starts_with('[') {
         return JsonOutcome::NotJson;
+    }
+    // Arrays of strings, the usual case, are read directly; anything else takes the general
+    // path that tells non-strings from non-JSON.
+    if let Ok(strings) = serde_json::from_str::<Vec<String>>(rest) {
+        return JsonOutcome::Strings(strings);
     }
     match serde_json::from_str::<Vec<serde_json::Value>>(rest) {
         Err(_) => JsonOutcome::NotJson,
@@ -381,6 +371,6 @@ fn parse_sub_command(rest: &str, escape: char, depth: usize) -> Result<Vec<Node>
     if depth >= MAX_ONBUILD_DEPTH {
         return Err(ParseErrorKind::OnbuildTooDeep);
     }
-    let child = node_from_line(rest, escape, Vec::new(), depth + 1)?;
+    let child = node_from_line(rest.to_owned(), escape, Vec::new(), depth + 1)?;
     Ok(vec![Node { children: vec![child], ..Node::default() }])
 }

@@ -241,16 +241,21 @@ impl Node {
     /// The instruction's arguments as BuildKit's instruction layer sees them: the values of
     /// [`next`](Self::next), an `ONBUILD` trigger flattened to its keyword and arguments.
     pub fn args(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        self.arg_strs().into_iter().map(str::to_owned).collect()
+    }
+
+    /// [`args`](Self::args) borrowed from the tree, for callers that copy only what they keep.
+    pub(crate) fn arg_strs(&self) -> Vec<&str> {
+        let mut out = Vec::with_capacity(self.next.len());
         let mut stack: Vec<std::slice::Iter<'_, Node>> = vec![self.next.iter()];
         while let Some(iter) = stack.last_mut() {
             match iter.next() {
                 None => {
                     stack.pop();
                 }
-                Some(arg) if arg.children.is_empty() => out.push(arg.value.clone()),
+                Some(arg) if arg.children.is_empty() => out.push(arg.value.as_str()),
                 Some(arg) if arg.children.len() == 1 => {
-                    out.push(arg.children[0].value.clone());
+                    out.push(arg.children[0].value.as_str());
                     stack.push(arg.children[0].next.iter());
                 }
                 Some(_) => {}
@@ -266,8 +271,7 @@ impl Node {
         {
             node = sub;
         }
-        let keyword = node.value.to_lowercase();
-        matches!(keyword.as_str(), "add" | "copy" | "run") && !node.json
+        !node.json && with_lowercase(&node.value, |keyword| matches!(keyword, "add" | "copy" | "run"))
     }
 }
 
@@ -316,6 +320,30 @@ fn go_is_print(c: char) -> bool {
     let private = matches!(u, 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD);
     let nonchar = (u & 0xFFFE) == 0xFFFE || (0xFDD0..=0xFDEF).contains(&u);
     !(format || private || nonchar)
+}
+
+/// Calls `f` with the lowercase form of `word` (Unicode rules, as Go's `strings.ToLower`); short
+/// ASCII words, which every instruction keyword is, are lowered on the stack instead of the heap.
+pub(crate) fn with_lowercase<R>(word: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 16];
+    if word.len() <= buf.len() && word.is_ascii() {
+        let lower = &mut buf[..word.len()];
+        lower.copy_from_slice(word.as_bytes());
+        lower.make_ascii_lowercase();
+        if let Ok(lower) = std::str::from_utf8(lower) {
+            return f(lower);
+        }
+    }
+    f(&word.to_lowercase())
+}
+
+/// The lowercase form of `word` (Unicode rules), borrowed when it already is lowercase ASCII.
+pub(crate) fn lowercase(word: &str) -> std::borrow::Cow<'_, str> {
+    if word.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        std::borrow::Cow::Owned(word.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(word)
+    }
 }
 
 /// Go's `strings.TrimSpace`.
@@ -414,6 +442,9 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     let mut escape = DEFAULT_ESCAPE_TOKEN;
     let mut current_line = 0usize;
     let mut root = Node::default();
+    // Every instruction starts a line: the line count bounds the children, and reserving it
+    // once spares the regrowth copies of these large nodes.
+    root.children.reserve(text.bytes().filter(|&b| b == b'\n').count() + 1);
     let mut scanner = LineScanner::new(text);
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
@@ -481,11 +512,11 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
             });
         }
 
-        let mut child = lines::node_from_line(&buf, escape, std::mem::take(&mut comments), 0)
+        let mut child = lines::node_from_line(buf, escape, std::mem::take(&mut comments), 0)
             .map_err(|kind| ParseError::new(start_line, current_line, kind))?;
 
-        if child.can_contain_heredoc() && buf.contains("<<") {
-            let heredocs = heredoc::heredocs_from_line(&buf)
+        if child.original.contains("<<") && child.can_contain_heredoc() {
+            let heredocs = heredoc::heredocs_from_line(&child.original)
                 .map_err(|message| ParseError::new(start_line, current_line, K::InvalidHeredoc { message }))?;
             for mut doc in heredocs {
                 let mut terminated = false;
