@@ -31,7 +31,11 @@ fn split_flag(arg: &str) -> (&str, Option<&str>) {
 impl<'a> Flags<'a> {
     /// The values given for `name`, in order (`None` for a bare `--name`).
     fn values(&self, name: &'a str) -> impl Iterator<Item = Option<&'a str>> + 'a {
-        self.args.iter().map(|arg| split_flag(arg)).filter(move |(n, _)| *n == name).map(|(_, v)| v)
+        // Flag names hold no `=`, so the word names `name` when `=` or nothing follows it.
+        self.args.iter().filter_map(move |arg| {
+            let rest = arg.get(2..)?.strip_prefix(name)?;
+            if rest.is_empty() { Some(None) } else { rest.strip_prefix('=').map(Some) }
+        })
     }
 
     /// A string flag's value when given (possibly empty).

@@ -639,7 +639,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 /// Everything `parse_instruction` needs from a node.
 struct Request<'a> {
     node: &'a Node,
-    args: Vec<&'a str>,
+    args: &'a [&'a str],
     meta: CommandMeta,
 }
 
@@ -695,9 +695,18 @@ enum Parsed1 {
 /// ```
 pub fn parse(ast: &Node) -> Parsed {
     let mut out = Parsed::default();
-    for node in &ast.children {
-        match parse_instruction(node) {
-            Ok(Parsed1::Stage(stage)) => out.stages.push(stage),
+    // One buffer serves every instruction's borrowed arguments.
+    let mut args = Vec::new();
+    for (i, node) in ast.children.iter().enumerate() {
+        node.arg_strs_into(&mut args);
+        match parse_instruction(node, &args) {
+            Ok(Parsed1::Stage(mut stage)) => {
+                // Reserving the stage's instructions up front spares regrowing a vector of
+                // large commands.
+                let rest = &ast.children[i + 1..];
+                stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
+                out.stages.push(stage);
+            }
             Ok(Parsed1::Command(Command::Arg(arg))) if out.stages.is_empty() => {
                 out.meta_args.push(arg);
             }
@@ -750,8 +759,8 @@ fn fallback_stage(node: &Node) -> Stage {
     }
 }
 
-fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
-    let req = Request { node, args: node.arg_strs(), meta: meta_of(node) };
+fn parse_instruction<'a>(node: &'a Node, args: &'a [&'a str]) -> Result<Parsed1, Fail> {
+    let req = Request { node, args, meta: meta_of(node) };
     let Some(kind) = InstructionKind::from_keyword(&node.value) else {
         let options: Vec<&str> = InstructionKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err((
@@ -814,7 +823,7 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
             }
             no_flags(&req)?;
             let mut volumes = Vec::with_capacity(req.args.len());
-            for v in &req.args {
+            for v in req.args {
                 let v = v.trim_matches(char::is_whitespace);
                 if v.is_empty() {
                     return Err(arguments("VOLUME specified can not be an empty string".into()));
@@ -1042,7 +1051,7 @@ fn parse_onbuild(req: Request<'_>) -> Result<OnbuildCommand, Fail> {
 
 /// True when BuildKit's word expansion leaves the value unchanged.
 fn needs_no_expansion(value: &str) -> bool {
-    !value.contains(['$', '\'', '"', '\\', '`'])
+    !value.bytes().any(|b| matches!(b, b'$' | b'\'' | b'"' | b'\\' | b'`'))
 }
 
 fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
@@ -1180,7 +1189,7 @@ fn parse_arg(req: Request<'_>) -> Result<ArgCommand, Fail> {
         return Err(at_least_one("ARG"));
     }
     let mut args = Vec::with_capacity(req.args.len());
-    for arg in &req.args {
+    for arg in req.args {
         let (key, value) = match arg.split_once('=') {
             Some((k, v)) => {
                 if k.is_empty() {

@@ -241,12 +241,20 @@ impl Node {
     /// The instruction's arguments as BuildKit's instruction layer sees them: the values of
     /// [`next`](Self::next), an `ONBUILD` trigger flattened to its keyword and arguments.
     pub fn args(&self) -> Vec<String> {
-        self.arg_strs().into_iter().map(str::to_owned).collect()
+        let mut out = Vec::new();
+        self.arg_strs_into(&mut out);
+        out.into_iter().map(str::to_owned).collect()
     }
 
-    /// [`args`](Self::args) borrowed from the tree, for callers that copy only what they keep.
-    pub(crate) fn arg_strs(&self) -> Vec<&str> {
-        let mut out = Vec::with_capacity(self.next.len());
+    /// [`args`](Self::args) borrowed from the tree into `out` (cleared first), so that callers
+    /// can reuse one buffer and copy only what they keep.
+    pub(crate) fn arg_strs_into<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.clear();
+        // Only an ONBUILD argument has children; every other node is a flat list.
+        if self.next.iter().all(|n| n.children.is_empty()) {
+            out.extend(self.next.iter().map(|n| n.value.as_str()));
+            return;
+        }
         let mut stack: Vec<std::slice::Iter<'_, Node>> = vec![self.next.iter()];
         while let Some(iter) = stack.last_mut() {
             match iter.next() {
@@ -261,7 +269,6 @@ impl Node {
                 Some(_) => {}
             }
         }
-        out
     }
 
     fn can_contain_heredoc(&self) -> bool {
@@ -384,6 +391,11 @@ impl<'a> LineScanner<'a> {
     }
 }
 
+/// The number of `\n` bytes, counted in byte-wide lanes (chunks of at most 255 fit a `u8`).
+fn count_newlines(bytes: &[u8]) -> usize {
+    bytes.chunks(255).map(|chunk| usize::from(chunk.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n')))).sum()
+}
+
 /// Go's `bytes.TrimRight(line, "\r\n")`.
 fn trim_newline(line: &str) -> &str {
     line.trim_end_matches(['\r', '\n'])
@@ -444,7 +456,7 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     let mut root = Node::default();
     // Every instruction starts a line: the line count bounds the children, and reserving it
     // once spares the regrowth copies of these large nodes.
-    root.children.reserve(text.bytes().filter(|&b| b == b'\n').count() + 1);
+    root.children.reserve(count_newlines(text.as_bytes()) + 1);
     let mut scanner = LineScanner::new(text);
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
