@@ -360,6 +360,7 @@ pub(crate) fn go_trim_space(s: &str) -> &str {
 
 /// Splits input into lines the way BuildKit's `bufio.Scanner` with its line-keeping split
 /// function does, including its line length limit.
+#[derive(Clone)]
 struct LineScanner<'a> {
     text: &'a str,
     pos: usize,
@@ -394,6 +395,25 @@ impl<'a> LineScanner<'a> {
 /// The number of `\n` bytes, counted in byte-wide lanes (chunks of at most 255 fit a `u8`).
 fn count_newlines(bytes: &[u8]) -> usize {
     bytes.chunks(255).map(|chunk| usize::from(chunk.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n')))).sum()
+}
+
+/// The length the continuation lines after an instruction's first line add to it, read ahead
+/// on a copy of the scanner with the same rules as the joining loop in [`parse`], so that the
+/// joined line is allocated once.
+fn continued_len(mut scanner: LineScanner<'_>, escape: char) -> usize {
+    let mut len = 0;
+    while let Some(raw) = scanner.scan() {
+        let line = trim_newline(raw);
+        if is_comment(raw) || is_empty_continuation_line(line) {
+            continue;
+        }
+        let (part, end_of_line) = trim_continuation(line, escape);
+        len += part.len();
+        if end_of_line {
+            break;
+        }
+    }
+    len
 }
 
 /// Go's `bytes.TrimRight(line, "\r\n")`.
@@ -491,7 +511,12 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
         if end_of_line && first.is_empty() {
             continue;
         }
-        let mut buf = first.to_owned();
+        let mut buf = String::with_capacity(if end_of_line {
+            first.len()
+        } else {
+            first.len() + continued_len(scanner.clone(), escape)
+        });
+        buf.push_str(first);
         let mut empty_lines = Vec::new();
         while !end_of_line {
             let Some(raw) = scanner.scan() else { break };
@@ -531,7 +556,9 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
             let heredocs = heredoc::heredocs_from_line(&child.original)
                 .map_err(|message| ParseError::new(start_line, current_line, K::InvalidHeredoc { message }))?;
             for mut doc in heredocs {
-                let mut terminated = false;
+                // The body is the lines up to the delimiter line, contiguous in the text.
+                let body_start = scanner.pos;
+                let mut body_end = None;
                 while let Some(raw) = scanner.scan() {
                     current_line += 1;
                     let mut candidate = trim_newline(raw);
@@ -539,14 +566,14 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
                         candidate = candidate.trim_start_matches('\t');
                     }
                     if candidate == doc.name {
-                        terminated = true;
+                        body_end = Some(scanner.pos - raw.len());
                         break;
                     }
-                    doc.content.push_str(raw);
                 }
-                if !terminated {
+                let Some(body_end) = body_end else {
                     return Err(ParseError::new(start_line, current_line, K::UnterminatedHeredoc));
-                }
+                };
+                doc.content.push_str(&text[body_start..body_end]);
                 child.heredocs.push(doc);
             }
         }
