@@ -639,7 +639,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 /// Everything `parse_instruction` needs from a node.
 struct Request<'a> {
     node: &'a Node,
-    args: Vec<String>,
+    args: &'a [&'a str],
     meta: CommandMeta,
 }
 
@@ -670,8 +670,7 @@ fn doc_comment(comments: &[String], name: &str) -> Option<String> {
     if name.is_empty() {
         return None;
     }
-    let prefix = format!("{name} ");
-    comments.iter().find_map(|c| c.strip_prefix(&prefix).map(str::to_owned))
+    comments.iter().find_map(|c| c.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
 }
 
 enum Parsed1 {
@@ -696,9 +695,18 @@ enum Parsed1 {
 /// ```
 pub fn parse(ast: &Node) -> Parsed {
     let mut out = Parsed::default();
-    for node in &ast.children {
-        match parse_instruction(node) {
-            Ok(Parsed1::Stage(stage)) => out.stages.push(stage),
+    // One buffer serves every instruction's borrowed arguments.
+    let mut args = Vec::new();
+    for (i, node) in ast.children.iter().enumerate() {
+        node.arg_strs_into(&mut args);
+        match parse_instruction(node, &args) {
+            Ok(Parsed1::Stage(mut stage)) => {
+                // Reserving the stage's instructions up front spares regrowing a vector of
+                // large commands.
+                let rest = &ast.children[i + 1..];
+                stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
+                out.stages.push(stage);
+            }
             Ok(Parsed1::Command(Command::Arg(arg))) if out.stages.is_empty() => {
                 out.meta_args.push(arg);
             }
@@ -751,8 +759,8 @@ fn fallback_stage(node: &Node) -> Stage {
     }
 }
 
-fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
-    let req = Request { node, args: node.args(), meta: meta_of(node) };
+fn parse_instruction<'a>(node: &'a Node, args: &'a [&'a str]) -> Result<Parsed1, Fail> {
+    let req = Request { node, args, meta: meta_of(node) };
     let Some(kind) = InstructionKind::from_keyword(&node.value) else {
         let options: Vec<&str> = InstructionKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err((
@@ -769,7 +777,7 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
                 return Err(exactly_one("MAINTAINER"));
             }
             no_flags(&req)?;
-            Command::Maintainer(MaintainerCommand { maintainer: req.args[0].clone(), meta: req.meta })
+            Command::Maintainer(MaintainerCommand { maintainer: req.args[0].to_owned(), meta: req.meta })
         }
         InstructionKind::Add => Command::Add(parse_add(req)?),
         InstructionKind::Copy => Command::Copy(parse_copy(req)?),
@@ -779,7 +787,7 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
                 return Err(exactly_one("WORKDIR"));
             }
             no_flags(&req)?;
-            Command::Workdir(WorkdirCommand { path: req.args[0].clone(), meta: req.meta })
+            Command::Workdir(WorkdirCommand { path: req.args[0].to_owned(), meta: req.meta })
         }
         InstructionKind::Run => Command::Run(parse_run(req)?),
         InstructionKind::Cmd => {
@@ -798,7 +806,7 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
                 return Err(at_least_one("EXPOSE"));
             }
             no_flags(&req)?;
-            let mut ports = req.args;
+            let mut ports: Vec<String> = req.args.iter().map(|&p| p.to_owned()).collect();
             ports.sort();
             Command::Expose(ExposeCommand { ports, meta: req.meta })
         }
@@ -807,15 +815,15 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
                 return Err(exactly_one("USER"));
             }
             no_flags(&req)?;
-            Command::User(UserCommand { user: req.args[0].clone(), meta: req.meta })
+            Command::User(UserCommand { user: req.args[0].to_owned(), meta: req.meta })
         }
         InstructionKind::Volume => {
             if req.args.is_empty() {
                 return Err(at_least_one("VOLUME"));
             }
             no_flags(&req)?;
-            let mut volumes = Vec::new();
-            for v in &req.args {
+            let mut volumes = Vec::with_capacity(req.args.len());
+            for v in req.args {
                 let v = v.trim_matches(char::is_whitespace);
                 if v.is_empty() {
                     return Err(arguments("VOLUME specified can not be an empty string".into()));
@@ -829,7 +837,7 @@ fn parse_instruction(node: &Node) -> Result<Parsed1, Fail> {
             if req.args.len() != 1 {
                 return Err(exactly_one("STOPSIGNAL"));
             }
-            Command::StopSignal(StopSignalCommand { signal: req.args[0].clone(), meta: req.meta })
+            Command::StopSignal(StopSignalCommand { signal: req.args[0].to_owned(), meta: req.meta })
         }
         InstructionKind::Arg => Command::Arg(parse_arg(req)?),
         InstructionKind::Shell => {
@@ -852,7 +860,7 @@ fn shell_args(req: &Request<'_>) -> Vec<String> {
     if req.args.is_empty() {
         return Vec::new();
     }
-    if req.meta.json { req.args.clone() } else { vec![req.args.join(" ")] }
+    if req.meta.json { req.args.iter().map(|&a| a.to_owned()).collect() } else { vec![req.args.join(" ")] }
 }
 
 fn parse_kvps(req: &Request<'_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
@@ -863,12 +871,12 @@ fn parse_kvps(req: &Request<'_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
     if req.args.len() % 3 != 0 {
         return Err(arguments(format!("Bad input to {cmd}, too many arguments")));
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(req.args.len() / 3);
     for chunk in req.args.chunks(3) {
         if chunk[0].is_empty() {
             return Err(arguments(format!("{cmd} names can not be blank")));
         }
-        out.push(KeyValuePair { key: chunk[0].clone(), value: chunk[1].clone(), no_delim: chunk[2].is_empty() });
+        out.push(KeyValuePair { key: chunk[0].to_owned(), value: chunk[1].to_owned(), no_delim: chunk[2].is_empty() });
     }
     Ok(out)
 }
@@ -885,11 +893,11 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
                     InstructionErrorKind::InvalidValue,
                     format!(
                         "invalid name for build stage: {}, name can't start with a number or contain symbols",
-                        go_quote(&args[2])
+                        go_quote(args[2])
                     ),
                 ));
             }
-            (Some(lower), Some(args[2].clone()), Some(args[1].clone()))
+            (Some(lower), Some(args[2].to_owned()), Some(args[1].to_owned()))
         }
         1 => (None, None, None),
         _ => {
@@ -902,7 +910,7 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
         name,
         original_name,
         as_keyword,
-        base_name: args[0].clone(),
+        base_name: args[0].to_owned(),
         platform: flags.non_empty("platform"),
         meta: req.meta,
         doc_comment,
@@ -916,9 +924,9 @@ fn sources_and_dest(req: &Request<'_>, cmd: &str) -> Result<(Vec<String>, Vec<So
     if matches!(parse_heredoc(dest), Ok(Some(_))) {
         return Err(arguments(format!("{cmd} cannot accept a heredoc as a destination")));
     }
-    let mut paths = Vec::new();
+    let mut paths = Vec::with_capacity(srcs.len());
     let mut contents = Vec::new();
-    for src in srcs {
+    for &src in srcs {
         match parse_heredoc(src) {
             Ok(Some(doc)) => {
                 let body = req
@@ -932,10 +940,10 @@ fn sources_and_dest(req: &Request<'_>, cmd: &str) -> Result<(Vec<String>, Vec<So
                 let data = if doc.chomp { chomp_heredoc_content(&body) } else { body };
                 contents.push(SourceContent { path: doc.name, data, expand: doc.expand });
             }
-            _ => paths.push(src.clone()),
+            _ => paths.push(src.to_owned()),
         }
     }
-    Ok((paths, contents, dest.clone()))
+    Ok((paths, contents, (*dest).to_owned()))
 }
 
 fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
@@ -966,7 +974,7 @@ fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
         chown: flags.non_empty("chown"),
         chmod: flags.non_empty("chmod"),
         link: flags.bool("link"),
-        excludes: flags.strings("exclude"),
+        excludes: flags.strings("exclude").map(str::to_owned).collect(),
         keep_git_dir: flags.opt_bool("keep-git-dir"),
         checksum: flags.non_empty("checksum"),
         unpack: flags.opt_bool("unpack"),
@@ -1004,7 +1012,7 @@ fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
         chmod: flags.non_empty("chmod"),
         link: flags.bool("link"),
         parents: flags.bool("parents"),
-        excludes: flags.strings("exclude"),
+        excludes: flags.strings("exclude").map(str::to_owned).collect(),
         heredocs: req.node.heredocs.clone(),
         meta: req.meta,
     })
@@ -1043,7 +1051,7 @@ fn parse_onbuild(req: Request<'_>) -> Result<OnbuildCommand, Fail> {
 
 /// True when BuildKit's word expansion leaves the value unchanged.
 fn needs_no_expansion(value: &str) -> bool {
-    !value.contains(['$', '\'', '"', '\\', '`'])
+    !value.bytes().any(|b| matches!(b, b'$' | b'\'' | b'"' | b'\\' | b'`'))
 }
 
 fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
@@ -1059,19 +1067,15 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
     .map_err(flag_err)?;
     let mut devices = Vec::new();
     for raw in flags.strings("device") {
-        devices.push(mount::parse_device(&raw).map_err(|m| (InstructionErrorKind::Mount, m))?);
+        devices.push(mount::parse_device(raw).map_err(|m| (InstructionErrorKind::Mount, m))?);
     }
     let mut mounts = Vec::new();
     for raw in flags.strings("mount") {
-        mount::precheck_mount(&raw).map_err(|m| (InstructionErrorKind::Mount, m))?;
-        let parsed = if needs_no_expansion(&raw) {
-            Some(parse_mount(&raw, &mut |v| Ok(v.to_owned())).map_err(|m| (InstructionErrorKind::Mount, m))?)
-        } else {
-            None
-        };
-        mounts.push(RunMount { raw, parsed });
+        let parsed =
+            mount::precheck_and_parse(raw, needs_no_expansion(raw)).map_err(|m| (InstructionErrorKind::Mount, m))?;
+        mounts.push(RunMount { raw: raw.to_owned(), parsed });
     }
-    let network = match flags.string("network").as_deref() {
+    let network = match flags.string("network") {
         None | Some("default") => NetworkMode::Default,
         Some("none") => NetworkMode::None,
         Some("host") => NetworkMode::Host,
@@ -1079,7 +1083,7 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
             return Err(flag_err(format!("invalid network mode {}", go_quote(other))));
         }
     };
-    let security = match flags.string("security").as_deref() {
+    let security = match flags.string("security") {
         None | Some("sandbox") => Security::Sandbox,
         Some("insecure") => Security::Insecure,
         Some(other) => {
@@ -1146,7 +1150,7 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
     let cmd: Vec<String> = if rest.is_empty() {
         Vec::new()
     } else if req.meta.json {
-        rest.to_vec()
+        rest.iter().map(|&a| a.to_owned()).collect()
     } else {
         vec![rest.join(" ")]
     };
@@ -1184,8 +1188,8 @@ fn parse_arg(req: Request<'_>) -> Result<ArgCommand, Fail> {
     if req.args.is_empty() {
         return Err(at_least_one("ARG"));
     }
-    let mut args = Vec::new();
-    for arg in &req.args {
+    let mut args = Vec::with_capacity(req.args.len());
+    for arg in req.args {
         let (key, value) = match arg.split_once('=') {
             Some((k, v)) => {
                 if k.is_empty() {
@@ -1193,7 +1197,7 @@ fn parse_arg(req: Request<'_>) -> Result<ArgCommand, Fail> {
                 }
                 (k.to_owned(), Some(v.to_owned()))
             }
-            None => (arg.clone(), None),
+            None => ((*arg).to_owned(), None),
         };
         let doc_comment = doc_comment(&req.meta.comments, &key);
         args.push(ArgPair { key, value, doc_comment });

@@ -1,9 +1,12 @@
 //! `RUN --mount` and `RUN --device` values, BuildKit's `parseMount` and `ParseDevice`.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use super::suggest;
 use super::values::{csv_fields, ram_in_bytes};
+use crate::dockerfile::parser::lowercase;
 
 /// The kind of a `RUN --mount`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -118,11 +121,16 @@ fn go_u32(value: &str, radix: u32) -> Option<u32> {
     u32::from_str_radix(value, radix).ok()
 }
 
-/// The checks BuildKit makes on a `--mount` value before variables are expanded: CSV syntax,
-/// and no variable in `from`.
-pub(super) fn precheck_mount(raw: &str) -> Result<(), String> {
-    let fields = csv_fields(raw).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
-    for field in fields {
+/// A `--mount` value split into its CSV fields.
+fn mount_fields(raw: &str) -> Result<Vec<Cow<'_, str>>, String> {
+    csv_fields(raw).map_err(|e| format!("failed to parse csv mounts: {e}"))
+}
+
+/// The checks BuildKit makes on a `--mount` value before variables are expanded (CSV syntax, no
+/// variable in `from`), then, when `parse` is set (the value needs no expansion), the mount.
+pub(super) fn precheck_and_parse(raw: &str, parse: bool) -> Result<Option<Mount>, String> {
+    let fields = mount_fields(raw)?;
+    for field in &fields {
         if let Some((key, value)) = field.split_once('=')
             && key.eq_ignore_ascii_case("from")
             && value.find('$').is_some_and(|i| i != value.len() - 1)
@@ -133,7 +141,10 @@ pub(super) fn precheck_mount(raw: &str) -> Result<(), String> {
             ));
         }
     }
-    Ok(())
+    if !parse {
+        return Ok(None);
+    }
+    mount_from_fields(&fields, &mut |v| Ok(Cow::Borrowed(v))).map(Some)
 }
 
 /// Parses a `--mount` value like BuildKit's `parseMount` with an expander: every value goes
@@ -147,7 +158,14 @@ pub(super) fn precheck_mount(raw: &str) -> Result<(), String> {
 /// assert!(parse_mount("type=bind,size=1m", &mut |v| Ok(v.to_owned())).is_err());
 /// ```
 pub fn parse_mount(raw: &str, expand: &mut dyn FnMut(&str) -> Result<String, String>) -> Result<Mount, String> {
-    let fields = csv_fields(raw).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
+    mount_from_fields(&mount_fields(raw)?, &mut |v| expand(v).map(Cow::Owned))
+}
+
+/// [`parse_mount`] on split fields; `expand` may hand back the value itself.
+fn mount_from_fields(
+    fields: &[Cow<'_, str>],
+    expand: &mut dyn FnMut(&str) -> Result<Cow<'_, str>, String>,
+) -> Result<Mount, String> {
     let mut m = Mount {
         kind: MountType::Bind,
         from: None,
@@ -164,10 +182,10 @@ pub fn parse_mount(raw: &str, expand: &mut dyn FnMut(&str) -> Result<String, Str
         gid: None,
     };
     let mut ro_auto = true;
-    let non_empty = |v: String| if v.is_empty() { None } else { Some(v) };
-    for field in &fields {
+    let non_empty = |v: Cow<'_, str>| if v.is_empty() { None } else { Some(v.into_owned()) };
+    for field in fields {
         let Some((key, value)) = field.split_once('=') else {
-            match field.to_lowercase().as_str() {
+            match lowercase(field).as_ref() {
                 "readonly" | "ro" => {
                     m.read_only = true;
                     ro_auto = false;
@@ -186,11 +204,11 @@ pub fn parse_mount(raw: &str, expand: &mut dyn FnMut(&str) -> Result<String, Str
             }
             continue;
         };
-        let key = key.to_lowercase();
+        let key = lowercase(key);
         let value = expand(value)?;
-        match key.as_str() {
+        match key.as_ref() {
             "type" => {
-                m.kind = match value.to_lowercase().as_str() {
+                m.kind = match lowercase(&value).as_ref() {
                     "bind" => MountType::Bind,
                     "cache" => MountType::Cache,
                     "tmpfs" => MountType::Tmpfs,
@@ -231,7 +249,7 @@ pub fn parse_mount(raw: &str, expand: &mut dyn FnMut(&str) -> Result<String, Str
             }
             "id" => m.id = non_empty(value),
             "sharing" => {
-                m.sharing = Some(match value.to_lowercase().as_str() {
+                m.sharing = Some(match lowercase(&value).as_ref() {
                     "shared" => ShareMode::Shared,
                     "private" => ShareMode::Private,
                     "locked" => ShareMode::Locked,
@@ -254,7 +272,7 @@ pub fn parse_mount(raw: &str, expand: &mut dyn FnMut(&str) -> Result<String, Str
             "gid" => {
                 m.gid = Some(go_u32(&value, 10).ok_or_else(|| format!("invalid value {value} for gid"))?);
             }
-            "env" => m.env = Some(value),
+            "env" => m.env = Some(value.into_owned()),
             _ => {
                 return Err(suggest(format!("unexpected key '{key}' in '{field}'"), &key, &ALL_KEYS, true));
             }
@@ -310,13 +328,13 @@ pub(super) fn parse_device(raw: &str) -> Result<Device, String> {
             if field.eq_ignore_ascii_case("required") {
                 d.required = true;
             } else if d.name.is_empty() {
-                d.name = field.clone();
+                d.name = field.to_string();
             } else {
                 return Err(format!("invalid field '{field}' must be a key=value pair"));
             }
             continue;
         };
-        match key.to_lowercase().as_str() {
+        match lowercase(key).as_ref() {
             "name" => {
                 if !d.name.is_empty() {
                     return Err(format!("device name already set to {}", d.name));
@@ -324,7 +342,7 @@ pub(super) fn parse_device(raw: &str) -> Result<Device, String> {
                 d.name = value.to_owned();
             }
             "required" => d.required = go_bool("required", value)?,
-            _ if d.name.is_empty() => d.name = field.clone(),
+            _ if d.name.is_empty() => d.name = field.to_string(),
             k => {
                 return Err(suggest(format!("unexpected key '{k}' in '{field}'"), k, &["name", "required"], true));
             }

@@ -2,6 +2,8 @@
 //! `go-csvvalue.Fields` (`time.ParseDuration` is [`crate::duration`]). Written here to match them exactly; no crate
 //! parses Go's syntax.
 
+use std::borrow::Cow;
+
 use crate::dockerfile::parser::go_quote;
 
 /// `go-units.RAMInBytes`: `64m`, `1.5GiB`, `512 kb`, `100` (binary multiples).
@@ -49,13 +51,14 @@ pub(crate) fn ram_in_bytes(size: &str) -> Result<i64, String> {
     Ok((value * mul) as i64)
 }
 
-/// `go-csvvalue.Fields`: one CSV record, `""` escaping a quote inside a quoted field.
-pub(crate) fn csv_fields(input: &str) -> Result<Vec<String>, String> {
+/// `go-csvvalue.Fields`: one CSV record, `""` escaping a quote inside a quoted field. Unquoted
+/// fields are borrowed from the input.
+pub(crate) fn csv_fields(input: &str) -> Result<Vec<Cow<'_, str>>, String> {
     let line = input.strip_suffix("\r\n").or_else(|| input.strip_suffix('\n')).unwrap_or(input);
     if line.is_empty() {
         return Err("EOF".into());
     }
-    let mut fields: Vec<String> = Vec::new();
+    let mut fields: Vec<Cow<'_, str>> = Vec::new();
     let mut rest = line;
     let mut pos = 0usize;
     loop {
@@ -67,7 +70,7 @@ pub(crate) fn csv_fields(input: &str) -> Result<Vec<String>, String> {
             if let Some(j) = field.find('"') {
                 return Err(format!("parse error on line 1, column {}: bare \" in non-quoted-field", pos + j + 1));
             }
-            fields.push(field.to_owned());
+            fields.push(Cow::Borrowed(field));
             match more {
                 Some(m) => {
                     pos += field.len() + 1;
@@ -95,12 +98,12 @@ pub(crate) fn csv_fields(input: &str) -> Result<Vec<String>, String> {
                 rest = r;
                 pos += 1;
             } else if let Some(r) = rest.strip_prefix(',') {
-                fields.push(std::mem::take(&mut field));
+                fields.push(Cow::Owned(std::mem::take(&mut field)));
                 rest = r;
                 pos += 1;
                 break;
             } else if rest.is_empty() {
-                fields.push(field);
+                fields.push(Cow::Owned(field));
                 return Ok(fields);
             } else {
                 return Err(format!("parse error on line 1, column {}: extraneous or missing \" in quoted-field", pos));

@@ -11,15 +11,50 @@ use super::Heredoc;
 /// Splits a line into heredocs the way BuildKit's `heredocsFromLine` does. A line the lexer
 /// cannot split has no heredocs; a heredoc word whose delimiter cannot be lexed is an error.
 pub(super) fn heredocs_from_line(line: &str) -> Result<Vec<Heredoc>, String> {
+    let mut docs = Vec::new();
+    if !has_lexer_specials(line) {
+        let mut result = Ok(());
+        plain_words(line, |word| {
+            if result.is_ok() {
+                result = parse_heredoc(word).map(|doc| docs.extend(doc));
+            }
+        });
+        return result.map(|()| docs);
+    }
     let mut lex = Lexer::new(line, true, true);
     let words = lex.process_words().unwrap_or_default();
-    let mut docs = Vec::new();
     for word in words {
         if let Some(doc) = parse_heredoc(&word)? {
             docs.push(doc);
         }
     }
     Ok(docs)
+}
+
+/// Whether `s` holds a character the lexer treats specially besides `<` (quotes, the escape,
+/// `$`). Without one, its words are plain slices of `s` (see [`plain_words`]).
+fn has_lexer_specials(s: &str) -> bool {
+    s.bytes().any(|b| matches!(b, b'$' | b'\'' | b'"' | b'\\'))
+}
+
+/// The lexer's words of a line without quotes, escapes or `$`: runs of non-space characters,
+/// where a `<<` also takes in the blanks (tab, CR, space) right after it.
+fn plain_words<'a>(line: &'a str, mut emit: impl FnMut(&'a str)) {
+    let mut start = None;
+    let mut chars = line.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '<' && chars.next_if(|&(_, next)| next == '<').is_some() {
+            while chars.next_if(|&(_, next)| matches!(next, '\t' | '\r' | ' ')).is_some() {}
+            start.get_or_insert(i);
+        } else if !c.is_whitespace() {
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take() {
+            emit(&line[s..i]);
+        }
+    }
+    if let Some(s) = start {
+        emit(&line[s..]);
+    }
 }
 
 /// Recognises one heredoc word (`<<EOF`, `<<-'EOF'`, `3<<EOF`), like BuildKit's
@@ -54,6 +89,17 @@ pub fn parse_heredoc(src: &str) -> Result<Option<Heredoc>, String> {
         Err(_) => 0,
     };
 
+    if !has_lexer_specials(rest) {
+        // Without quotes, escapes or `$` (and no `<` here), the lexer's words are the runs of
+        // non-space characters, raw or not, and the delimiter is expanded.
+        let mut words = rest.split(char::is_whitespace).filter(|w| !w.is_empty());
+        return Ok(match (words.next(), words.next()) {
+            (Some(name), None) => {
+                Some(Heredoc { name: name.to_owned(), file_descriptor, expand: true, chomp, content: String::new() })
+            }
+            _ => None,
+        });
+    }
     let words = Lexer::new(rest, false, false).process_words()?;
     if words.len() != 1 {
         return Ok(None);
@@ -91,8 +137,8 @@ struct Words {
     in_word: bool,
 }
 
-struct Lexer {
-    chars: Vec<char>,
+struct Lexer<'a> {
+    input: &'a str,
     pos: usize,
     raw_quotes: bool,
     raw_escapes: bool,
@@ -101,19 +147,19 @@ struct Lexer {
 
 const ESCAPE: char = '\\';
 
-impl Lexer {
-    fn new(input: &str, raw_quotes: bool, raw_escapes: bool) -> Self {
-        Self { chars: input.chars().collect(), pos: 0, raw_quotes, raw_escapes, buf: String::new() }
+impl<'a> Lexer<'a> {
+    fn new(input: &'a str, raw_quotes: bool, raw_escapes: bool) -> Self {
+        Self { input, pos: 0, raw_quotes, raw_escapes, buf: String::new() }
     }
 
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.input[self.pos..].chars().next()
     }
 
     fn next(&mut self) -> Option<char> {
         let c = self.peek();
-        if c.is_some() {
-            self.pos += 1;
+        if let Some(c) = c {
+            self.pos += c.len_utf8();
         }
         c
     }

@@ -1,32 +1,42 @@
 //! BuildKit's line parsers: one joined instruction line to a [`Node`], arguments shaped per
 //! instruction (`frontend/dockerfile/parser/line_parsers.go` and `split_command.go`).
 
-use super::{MAX_ONBUILD_DEPTH, Node, ParseErrorKind, go_quote, go_trim_space};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
+
+use super::{MAX_ONBUILD_DEPTH, Node, ParseErrorKind, go_quote, go_trim_space, with_lowercase};
 
 type LineResult = Result<(Vec<Node>, bool), ParseErrorKind>;
 
-/// `newNodeFromLine`: keyword, flags, then the instruction's argument parser.
+/// `newNodeFromLine`: keyword, flags, then the instruction's argument parser. The line becomes
+/// the node's `original`.
 pub(super) fn node_from_line(
-    line: &str,
+    line: String,
     escape: char,
     comments: Vec<String>,
     depth: usize,
 ) -> Result<Node, ParseErrorKind> {
-    let (cmd, flags, args) = split_command(line, escape);
-    let (next, json) = match cmd.to_lowercase().as_str() {
-        "add" | "copy" | "volume" => parse_maybe_json_to_list(&args)?,
-        "arg" => (parse_name_or_name_val(&args, escape), false),
-        "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(&args)?,
-        "env" => (parse_name_val(&args, "ENV", escape)?, false),
-        "label" => (parse_name_val(&args, "LABEL", escape)?, false),
-        "expose" | "from" => (parse_strings_whitespace_delimited(&args), false),
-        "healthcheck" => parse_health_config(&args)?,
-        "maintainer" | "stopsignal" | "user" | "workdir" => (parse_string(&args), false),
-        "onbuild" => (parse_sub_command(&args, escape, depth)?, false),
-        // Unknown instructions keep one empty argument node, as BuildKit's parseIgnore does.
-        _ => (vec![Node::default()], false),
-    };
-    Ok(Node { value: cmd, original: line.to_owned(), flags, next, json, prev_comment: comments, ..Node::default() })
+    let (cmd, flags, args) = split_command(&line, escape);
+    let args = args.as_ref();
+    let (next, json) = with_lowercase(cmd, |lower| {
+        Ok(match lower {
+            "add" | "copy" | "volume" => parse_maybe_json_to_list(args)?,
+            "arg" => (parse_name_or_name_val(args, escape), false),
+            "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(args)?,
+            "env" => (parse_name_val(args, "ENV", escape)?, false),
+            "label" => (parse_name_val(args, "LABEL", escape)?, false),
+            "expose" | "from" => (parse_strings_whitespace_delimited(args), false),
+            "healthcheck" => parse_health_config(args)?,
+            "maintainer" | "stopsignal" | "user" | "workdir" => (parse_string(args), false),
+            "onbuild" => (parse_sub_command(args, escape, depth)?, false),
+            // Unknown instructions keep one empty argument node, as BuildKit's parseIgnore does.
+            _ => (vec![Node::default()], false),
+        })
+    })?;
+    let value = cmd.to_owned();
+    Ok(Node { value, original: line, flags, next, json, prev_comment: comments, ..Node::default() })
 }
 
 fn leaf(value: impl Into<String>) -> Node {
@@ -40,14 +50,15 @@ fn is_space_byte(b: u8) -> bool {
 }
 
 /// The Go regexp `[\t\v\f\r ]+` splitter with Go's `Regexp.Split(s, n)` semantics
-/// (`n == 0` meaning no limit).
-pub(super) fn split_ws(s: &str, n: usize) -> Vec<&str> {
+/// (`n == 0` meaning no limit), handing each field to `emit`.
+fn split_ws<'a>(s: &'a str, n: usize, mut emit: impl FnMut(&'a str)) {
     if s.is_empty() {
-        return vec![""];
+        emit("");
+        return;
     }
     let is_ws = |b: u8| matches!(b, b'\t' | 0x0b | 0x0c | b'\r' | b' ');
     let bytes = s.as_bytes();
-    let mut out = Vec::new();
+    let mut emitted = 0;
     let mut beg = 0;
     let mut end = 0;
     let mut i = 0;
@@ -60,30 +71,33 @@ pub(super) fn split_ws(s: &str, n: usize) -> Vec<&str> {
         while i < bytes.len() && is_ws(bytes[i]) {
             i += 1;
         }
-        if n > 0 && out.len() == n - 1 {
+        if n > 0 && emitted == n - 1 {
             break;
         }
         end = start;
-        out.push(&s[beg..end]);
+        emit(&s[beg..end]);
+        emitted += 1;
         beg = i;
     }
     if end != s.len() {
-        out.push(&s[beg..]);
+        emit(&s[beg..]);
     }
-    out
 }
 
 /// `splitCommand`: the keyword, the leading `--flags`, and the trimmed remaining arguments.
-fn split_command(line: &str, escape: char) -> (String, Vec<String>, String) {
-    let parts = split_ws(go_trim_space(line), 2);
-    let cmd = parts[0].to_owned();
-    match parts.get(1) {
-        Some(rest) => {
-            let (args, flags) = extract_builder_flags(rest, escape);
-            (cmd, flags, go_trim_space(&args).to_owned())
-        }
-        None => (cmd, Vec::new(), String::new()),
-    }
+fn split_command(line: &str, escape: char) -> (&str, Vec<String>, Cow<'_, str>) {
+    let line = go_trim_space(line);
+    let is_ws = |b: u8| matches!(b, b'\t' | 0x0b | 0x0c | b'\r' | b' ');
+    let Some(cmd_end) = line.bytes().position(is_ws) else {
+        return (line, Vec::new(), Cow::Borrowed(""));
+    };
+    let rest_start = line.as_bytes()[cmd_end..].iter().position(|&b| !is_ws(b)).map_or(line.len(), |p| cmd_end + p);
+    let (args, flags) = extract_builder_flags(&line[rest_start..], escape);
+    let args = match args {
+        Cow::Borrowed(args) => Cow::Borrowed(go_trim_space(args)),
+        Cow::Owned(args) => Cow::Owned(go_trim_space(&args).to_owned()),
+    };
+    (&line[..cmd_end], flags, args)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -95,10 +109,15 @@ enum Phase {
 
 /// `extractBuilderFlags`. BuildKit walks bytes here and turns each byte into a rune, so
 /// non-ASCII bytes in flags come out as Latin-1 characters; that is kept.
-fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
+fn extract_builder_flags(line: &str, escape: char) -> (Cow<'_, str>, Vec<String>) {
     let bytes = line.as_bytes();
-    let rest_from = |pos: usize| String::from_utf8_lossy(&bytes[pos..]).into_owned();
+    // The rest starts mid-character only after a flag whose last byte looked like a space.
+    let rest_from = |pos: usize| line.get(pos..).map_or_else(|| String::from_utf8_lossy(&bytes[pos..]), Cow::Borrowed);
     let esc = u32::from(escape);
+    // Length of the run from `pos` of ASCII bytes taken as they are, copied in one go.
+    let run = |pos: usize, stop: &dyn Fn(u8) -> bool| {
+        bytes[pos..].iter().position(|&b| !b.is_ascii() || u32::from(b) == esc || stop(b)).unwrap_or(bytes.len() - pos)
+    };
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
     let mut word = String::new();
@@ -128,6 +147,12 @@ fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
             break;
         }
         if phase == Phase::Word {
+            let plain = run(pos, &|b| is_space_byte(b) || b == b'\'' || b == b'"');
+            if plain > 0 {
+                word.push_str(&line[pos..pos + plain]);
+                pos += plain;
+                continue;
+            }
             if is_space_byte(ch) {
                 phase = Phase::Spaces;
                 if word == "--" {
@@ -162,6 +187,12 @@ fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
             continue;
         }
         // Phase::Quote
+        let plain = run(pos, &|b| b == quote);
+        if plain > 0 {
+            word.push_str(&line[pos..pos + plain]);
+            pos += plain;
+            continue;
+        }
         if ch == quote {
             phase = Phase::Word;
             pos += 1;
@@ -180,84 +211,98 @@ fn extract_builder_flags(line: &str, escape: char) -> (String, Vec<String>) {
         word.push(char::from(c));
         pos += 1;
     }
-    (String::new(), words)
+    (Cow::Borrowed(""), words)
 }
 
-/// `parseWords`: splits on whitespace keeping quotes and escapes in the words.
-pub(super) fn parse_words(rest: &str, escape: char) -> Vec<String> {
-    let chars: Vec<char> = rest.chars().collect();
-    let n = chars.len();
-    let mut words = Vec::new();
-    let mut phase = Phase::Spaces;
-    let mut quote = '\0';
-    let mut blank_ok = false;
-    let mut word = String::new();
-    let mut i = 0;
-    while i <= n {
-        let at_end = i == n;
-        let mut ch = if at_end { '\0' } else { chars[i] };
-        if phase == Phase::Spaces {
-            if at_end {
-                break;
-            }
-            if ch.is_whitespace() {
-                i += 1;
-                continue;
-            }
-            phase = Phase::Word;
+/// `parseWords`: splits on whitespace keeping quotes and escapes in the words. Every character
+/// but a final escape is kept, so each word is a slice of `rest`.
+pub(super) fn parse_words(rest: &str, escape: char) -> Words<'_> {
+    Words { rest, escape, pos: 0 }
+}
+
+/// The words of [`parse_words`], found one at a time.
+#[derive(Clone)]
+pub(super) struct Words<'a> {
+    rest: &'a str,
+    escape: char,
+    pos: usize,
+}
+
+impl Words<'_> {
+    /// The character at byte `pos`, decoded only when it is not ASCII.
+    fn char_at(&self, pos: usize) -> Option<char> {
+        match *self.rest.as_bytes().get(pos)? {
+            b if b.is_ascii() => Some(char::from(b)),
+            _ => self.rest.get(pos..)?.chars().next(),
         }
-        if at_end {
-            if blank_ok || !word.is_empty() {
-                words.push(word);
-            }
-            break;
-        }
-        if phase == Phase::Word {
-            if ch.is_whitespace() {
-                phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                blank_ok = false;
-                i += 1;
-                continue;
-            }
-            if ch == '\'' || ch == '"' {
-                quote = ch;
-                blank_ok = true;
-                phase = Phase::Quote;
-            }
-            if ch == escape {
-                if i + 1 == n {
-                    i += 1;
+    }
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let bytes = self.rest.as_bytes();
+        let mut phase = Phase::Spaces;
+        let mut quote = '\0';
+        let mut start = 0;
+        let mut end = 0;
+        while let Some(ch) = self.char_at(self.pos) {
+            let i = self.pos;
+            self.pos += ch.len_utf8();
+            if phase == Phase::Spaces {
+                if ch.is_whitespace() {
                     continue;
                 }
-                word.push(ch);
-                i += 1;
-                ch = chars[i];
-            }
-            word.push(ch);
-            i += 1;
-            continue;
-        }
-        // Phase::Quote
-        if ch == quote {
-            phase = Phase::Word;
-        }
-        if ch == escape && quote != '\'' {
-            if i + 1 == n {
                 phase = Phase::Word;
-                i += 1;
-                continue;
+                start = i;
             }
-            i += 1;
-            word.push(ch);
-            ch = chars[i];
+            let escaped = if phase == Phase::Word {
+                if ch.is_whitespace() {
+                    if end > start {
+                        return Some(&self.rest[start..end]);
+                    }
+                    phase = Phase::Spaces;
+                    continue;
+                }
+                if ch == '\'' || ch == '"' {
+                    quote = ch;
+                    phase = Phase::Quote;
+                }
+                ch == self.escape
+            } else {
+                if ch == quote {
+                    phase = Phase::Word;
+                }
+                ch == self.escape && quote != '\''
+            };
+            end = self.pos;
+            if escaped {
+                match self.char_at(self.pos) {
+                    Some(next) => {
+                        self.pos += next.len_utf8();
+                        end = self.pos;
+                    }
+                    // An escape that ends the input is dropped.
+                    None => end = i,
+                }
+            } else if phase == Phase::Word {
+                // The common case: a run of ASCII characters with no meaning here.
+                let plain = |b: u8| {
+                    b.is_ascii()
+                        && !b.is_ascii_whitespace()
+                        && b != 0x0b
+                        && !matches!(b, b'\'' | b'"')
+                        && char::from(b) != self.escape
+                };
+                while bytes.get(self.pos).is_some_and(|&b| plain(b)) {
+                    self.pos += 1;
+                }
+                end = self.pos;
+            }
         }
-        word.push(ch);
-        i += 1;
+        (phase != Phase::Spaces && end > start).then(|| &self.rest[start..end])
     }
-    words
 }
 
 fn key_value_nodes(out: &mut Vec<Node>, key: &str, value: &str, sep: &str) {
@@ -269,19 +314,21 @@ fn key_value_nodes(out: &mut Vec<Node>, key: &str, value: &str, sep: &str) {
 /// `parseNameVal` for ENV and LABEL: `name=value ...`, or the legacy `name value` form.
 fn parse_name_val(rest: &str, instruction: &'static str, escape: char) -> Result<Vec<Node>, ParseErrorKind> {
     let words = parse_words(rest, escape);
-    let Some(first) = words.first() else {
+    let mut counted = words.clone();
+    let Some(first) = counted.next() else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity((1 + counted.count()) * 3);
     if !first.contains('=') {
-        let parts = split_ws(rest, 2);
+        let mut parts = Vec::with_capacity(2);
+        split_ws(rest, 2, |part| parts.push(part));
         if parts.len() < 2 {
             return Err(ParseErrorKind::MissingValue { instruction });
         }
         key_value_nodes(&mut out, parts[0], parts[1], "");
         return Ok(out);
     }
-    for word in &words {
+    for word in words {
         let Some((key, value)) = word.split_once('=') else {
             return Err(ParseErrorKind::MissingEquals { word: go_quote(word) });
         };
@@ -292,7 +339,7 @@ fn parse_name_val(rest: &str, instruction: &'static str, escape: char) -> Result
 
 /// `parseNameOrNameVal` for ARG: the words as they are.
 fn parse_name_or_name_val(rest: &str, escape: char) -> Vec<Node> {
-    parse_words(rest, escape).into_iter().map(leaf).collect()
+    parse_words(rest, escape).map(leaf).collect()
 }
 
 /// `parseStringsWhitespaceDelimited`.
@@ -300,7 +347,11 @@ fn parse_strings_whitespace_delimited(rest: &str) -> Vec<Node> {
     if rest.is_empty() {
         return Vec::new();
     }
-    split_ws(rest, 0).into_iter().map(leaf).collect()
+    let mut count = 0;
+    split_ws(rest, 0, |_| count += 1);
+    let mut out = Vec::with_capacity(count);
+    split_ws(rest, 0, |field| out.push(leaf(field)));
+    out
 }
 
 /// `parseString`: the whole rest as one argument.
@@ -308,8 +359,33 @@ fn parse_string(rest: &str) -> Vec<Node> {
     if rest.is_empty() { Vec::new() } else { vec![leaf(rest)] }
 }
 
+/// A JSON array of strings read straight into argument nodes, as `Vec<String>` would be read.
+struct StringLeaves(Vec<Node>);
+
+impl<'de> Deserialize<'de> for StringLeaves {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Leaves;
+        impl<'de> Visitor<'de> for Leaves {
+            type Value = StringLeaves;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of strings")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringLeaves, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(leaf(s));
+                }
+                Ok(StringLeaves(out))
+            }
+        }
+        deserializer.deserialize_seq(Leaves)
+    }
+}
+
 enum JsonOutcome {
-    Strings(Vec<String>),
+    Strings(Vec<Node>),
     NotJson,
     NotStrings,
 }
@@ -320,13 +396,18 @@ fn parse_json(rest: &str) -> JsonOutcome {
     if !rest.starts_with('[') {
         return JsonOutcome::NotJson;
     }
+    // Arrays of strings, the usual case, are read directly; anything else takes the general
+    // path that tells non-strings from non-JSON.
+    if let Ok(StringLeaves(leaves)) = serde_json::from_str(rest) {
+        return JsonOutcome::Strings(leaves);
+    }
     match serde_json::from_str::<Vec<serde_json::Value>>(rest) {
         Err(_) => JsonOutcome::NotJson,
         Ok(values) => {
             let mut out = Vec::with_capacity(values.len());
             for value in values {
                 match value {
-                    serde_json::Value::String(s) => out.push(s),
+                    serde_json::Value::String(s) => out.push(leaf(s)),
                     _ => return JsonOutcome::NotStrings,
                 }
             }
@@ -341,7 +422,7 @@ fn parse_maybe_json(rest: &str) -> LineResult {
         return Ok((Vec::new(), false));
     }
     match parse_json(rest) {
-        JsonOutcome::Strings(values) => Ok((values.into_iter().map(leaf).collect(), true)),
+        JsonOutcome::Strings(leaves) => Ok((leaves, true)),
         JsonOutcome::NotStrings => Err(ParseErrorKind::NotStringArray),
         JsonOutcome::NotJson => Ok((vec![leaf(rest)], false)),
     }
@@ -350,7 +431,7 @@ fn parse_maybe_json(rest: &str) -> LineResult {
 /// `parseMaybeJSONToList`: exec form, else whitespace-separated words.
 fn parse_maybe_json_to_list(rest: &str) -> LineResult {
     match parse_json(rest) {
-        JsonOutcome::Strings(values) => Ok((values.into_iter().map(leaf).collect(), true)),
+        JsonOutcome::Strings(leaves) => Ok((leaves, true)),
         JsonOutcome::NotStrings => Err(ParseErrorKind::NotStringArray),
         JsonOutcome::NotJson => Ok((parse_strings_whitespace_delimited(rest), false)),
     }
@@ -381,6 +462,6 @@ fn parse_sub_command(rest: &str, escape: char, depth: usize) -> Result<Vec<Node>
     if depth >= MAX_ONBUILD_DEPTH {
         return Err(ParseErrorKind::OnbuildTooDeep);
     }
-    let child = node_from_line(rest, escape, Vec::new(), depth + 1)?;
+    let child = node_from_line(rest.to_owned(), escape, Vec::new(), depth + 1)?;
     Ok(vec![Node { children: vec![child], ..Node::default() }])
 }

@@ -242,21 +242,33 @@ impl Node {
     /// [`next`](Self::next), an `ONBUILD` trigger flattened to its keyword and arguments.
     pub fn args(&self) -> Vec<String> {
         let mut out = Vec::new();
+        self.arg_strs_into(&mut out);
+        out.into_iter().map(str::to_owned).collect()
+    }
+
+    /// [`args`](Self::args) borrowed from the tree into `out` (cleared first), so that callers
+    /// can reuse one buffer and copy only what they keep.
+    pub(crate) fn arg_strs_into<'a>(&'a self, out: &mut Vec<&'a str>) {
+        out.clear();
+        // Only an ONBUILD argument has children; every other node is a flat list.
+        if self.next.iter().all(|n| n.children.is_empty()) {
+            out.extend(self.next.iter().map(|n| n.value.as_str()));
+            return;
+        }
         let mut stack: Vec<std::slice::Iter<'_, Node>> = vec![self.next.iter()];
         while let Some(iter) = stack.last_mut() {
             match iter.next() {
                 None => {
                     stack.pop();
                 }
-                Some(arg) if arg.children.is_empty() => out.push(arg.value.clone()),
+                Some(arg) if arg.children.is_empty() => out.push(arg.value.as_str()),
                 Some(arg) if arg.children.len() == 1 => {
-                    out.push(arg.children[0].value.clone());
+                    out.push(arg.children[0].value.as_str());
                     stack.push(arg.children[0].next.iter());
                 }
                 Some(_) => {}
             }
         }
-        out
     }
 
     fn can_contain_heredoc(&self) -> bool {
@@ -266,8 +278,7 @@ impl Node {
         {
             node = sub;
         }
-        let keyword = node.value.to_lowercase();
-        matches!(keyword.as_str(), "add" | "copy" | "run") && !node.json
+        !node.json && with_lowercase(&node.value, |keyword| matches!(keyword, "add" | "copy" | "run"))
     }
 }
 
@@ -318,6 +329,30 @@ fn go_is_print(c: char) -> bool {
     !(format || private || nonchar)
 }
 
+/// Calls `f` with the lowercase form of `word` (Unicode rules, as Go's `strings.ToLower`); short
+/// ASCII words, which every instruction keyword is, are lowered on the stack instead of the heap.
+pub(crate) fn with_lowercase<R>(word: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 16];
+    if word.len() <= buf.len() && word.is_ascii() {
+        let lower = &mut buf[..word.len()];
+        lower.copy_from_slice(word.as_bytes());
+        lower.make_ascii_lowercase();
+        if let Ok(lower) = std::str::from_utf8(lower) {
+            return f(lower);
+        }
+    }
+    f(&word.to_lowercase())
+}
+
+/// The lowercase form of `word` (Unicode rules), borrowed when it already is lowercase ASCII.
+pub(crate) fn lowercase(word: &str) -> std::borrow::Cow<'_, str> {
+    if word.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        std::borrow::Cow::Owned(word.to_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(word)
+    }
+}
+
 /// Go's `strings.TrimSpace`.
 pub(crate) fn go_trim_space(s: &str) -> &str {
     s.trim_matches(char::is_whitespace)
@@ -325,6 +360,7 @@ pub(crate) fn go_trim_space(s: &str) -> &str {
 
 /// Splits input into lines the way BuildKit's `bufio.Scanner` with its line-keeping split
 /// function does, including its line length limit.
+#[derive(Clone)]
 struct LineScanner<'a> {
     text: &'a str,
     pos: usize,
@@ -354,6 +390,30 @@ impl<'a> LineScanner<'a> {
         self.pos += len;
         Some(&rest[..len])
     }
+}
+
+/// The number of `\n` bytes, counted in byte-wide lanes (chunks of at most 255 fit a `u8`).
+fn count_newlines(bytes: &[u8]) -> usize {
+    bytes.chunks(255).map(|chunk| usize::from(chunk.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n')))).sum()
+}
+
+/// The length the continuation lines after an instruction's first line add to it, read ahead
+/// on a copy of the scanner with the same rules as the joining loop in [`parse`], so that the
+/// joined line is allocated once.
+fn continued_len(mut scanner: LineScanner<'_>, escape: char) -> usize {
+    let mut len = 0;
+    while let Some(raw) = scanner.scan() {
+        let line = trim_newline(raw);
+        if is_comment(raw) || is_empty_continuation_line(line) {
+            continue;
+        }
+        let (part, end_of_line) = trim_continuation(line, escape);
+        len += part.len();
+        if end_of_line {
+            break;
+        }
+    }
+    len
 }
 
 /// Go's `bytes.TrimRight(line, "\r\n")`.
@@ -414,6 +474,9 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     let mut escape = DEFAULT_ESCAPE_TOKEN;
     let mut current_line = 0usize;
     let mut root = Node::default();
+    // Every instruction starts a line: the line count bounds the children, and reserving it
+    // once spares the regrowth copies of these large nodes.
+    root.children.reserve(count_newlines(text.as_bytes()) + 1);
     let mut scanner = LineScanner::new(text);
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
@@ -448,7 +511,12 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
         if end_of_line && first.is_empty() {
             continue;
         }
-        let mut buf = first.to_owned();
+        let mut buf = String::with_capacity(if end_of_line {
+            first.len()
+        } else {
+            first.len() + continued_len(scanner.clone(), escape)
+        });
+        buf.push_str(first);
         let mut empty_lines = Vec::new();
         while !end_of_line {
             let Some(raw) = scanner.scan() else { break };
@@ -481,14 +549,16 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
             });
         }
 
-        let mut child = lines::node_from_line(&buf, escape, std::mem::take(&mut comments), 0)
+        let mut child = lines::node_from_line(buf, escape, std::mem::take(&mut comments), 0)
             .map_err(|kind| ParseError::new(start_line, current_line, kind))?;
 
-        if child.can_contain_heredoc() && buf.contains("<<") {
-            let heredocs = heredoc::heredocs_from_line(&buf)
+        if child.original.contains("<<") && child.can_contain_heredoc() {
+            let heredocs = heredoc::heredocs_from_line(&child.original)
                 .map_err(|message| ParseError::new(start_line, current_line, K::InvalidHeredoc { message }))?;
             for mut doc in heredocs {
-                let mut terminated = false;
+                // The body is the lines up to the delimiter line, contiguous in the text.
+                let body_start = scanner.pos;
+                let mut body_end = None;
                 while let Some(raw) = scanner.scan() {
                     current_line += 1;
                     let mut candidate = trim_newline(raw);
@@ -496,14 +566,14 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
                         candidate = candidate.trim_start_matches('\t');
                     }
                     if candidate == doc.name {
-                        terminated = true;
+                        body_end = Some(scanner.pos - raw.len());
                         break;
                     }
-                    doc.content.push_str(raw);
                 }
-                if !terminated {
+                let Some(body_end) = body_end else {
                     return Err(ParseError::new(start_line, current_line, K::UnterminatedHeredoc));
-                }
+                };
+                doc.content.push_str(&text[body_start..body_end]);
                 child.heredocs.push(doc);
             }
         }

@@ -139,6 +139,12 @@ impl Lex {
     /// assert_eq!(out.unmatched.into_iter().collect::<Vec<_>>(), ["OS"]);
     /// ```
     pub fn process_word_with_matches<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Expansion<String> {
+        // A word with nothing to expand, unquote or unescape comes out as written (after the
+        // byte-order mark `run` drops), without looking anything up.
+        let src = word.strip_prefix('\u{feff}').unwrap_or(word);
+        if self.is_literal(src) {
+            return Expansion { value: Ok(src.to_owned()), matched: BTreeSet::new(), unmatched: BTreeSet::new() };
+        }
         let out = self.run(word, env);
         Expansion { value: out.value.map(|(result, _)| result), matched: out.matched, unmatched: out.unmatched }
     }
@@ -199,6 +205,13 @@ impl Lex {
             all.extend(self.process_words(item.as_ref(), env)?);
         }
         Ok(all)
+    }
+
+    /// True when no character of `s` is special to the lexer: no `$`, `<`, escape character,
+    /// or (unless quotes are skipped) quote. Such a word expands to itself.
+    fn is_literal(&self, s: &str) -> bool {
+        let quotes = !self.skip_process_quotes;
+        !s.chars().any(|c| matches!(c, '$' | '<') || c == self.escape || (quotes && matches!(c, '\'' | '"')))
     }
 
     fn run<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Expansion<(String, Vec<String>)> {

@@ -364,11 +364,19 @@ fn names_and_dollars() {
         ("$ $. $", "$ $. $"),
         ("$0a ${00}b", "a b"),
         ("\u{feff}$_x1\u{feff}", "U\u{feff}"), // only a leading byte-order mark is dropped
+        ("\u{feff}a b\u{feff}", "a b\u{feff}"), // also from a word with nothing to expand
         ("a<b<<  c<<", "a<b<<  c<<"),
     ];
     for (word, expected) in cases {
         assert_eq!(lex().process_word(word, env).unwrap(), expected, "{word}");
     }
+    // Literal words look nothing up, through either lexer.
+    for l in [lex(), Lex::for_heredoc_content()] {
+        let out = l.process_word_with_matches("plain/path 'q' \"q\"", env);
+        assert!(out.matched.is_empty() && out.unmatched.is_empty());
+    }
+    assert_eq!(Lex::for_heredoc_content().process_word("a 'b' \"c\"", env).unwrap(), "a 'b' \"c\"");
+    assert_eq!(lex().process_word("a 'b' \"c\"", env).unwrap(), "a b c");
 }
 
 /// `${name//pattern/replacement}` reads the replacement as a Go regexp template; `${name/...}`
