@@ -832,11 +832,6 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
 
     /// Expands one word as BuildKit's dispatcher does, reporting UndefinedVar and errors.
     fn expand(&mut self, word: &str, state: &StageState, meta: &CommandMeta) -> String {
-        // Without a variable, quote, escape or byte-order mark the lexer returns the word as it is.
-        let escape = self.ctx.lex.escape();
-        if !word.contains(['$', '\'', '"', '\u{feff}', escape]) {
-            return word.to_string();
-        }
         let expansion = self.ctx.lex.process_word_with_matches(word, &state.env);
         self.report_undefined(&expansion.unmatched, state, meta);
         match expansion.value {
