@@ -30,10 +30,19 @@
 //! blobs of the [`BlobStore`] at `STATE/cas`. A step whose key has a record whose blobs are all
 //! present is not run: an unchanged rebuild runs no command and writes no layer.
 //!
-//! **Output.** The target stage is written to `request.output.oci_layout`, tagged
-//! `request.output.tag` (`latest`), its blobs copied from the store; the [`Artifact`] carries
-//! the manifest digest and `oci:PATH:TAG`. Registry bases and pushes go through an
-//! [`ImageSource`] given with [`NativeExecutor::with_registry`]; pushing is not wired yet.
+//! **Bases.** `oci:PATH[:TAG]` bases are read with [`OciLayoutSource`]; registry bases and
+//! `COPY --from` images with the executor's [`RegistrySource`] (built from
+//! [`NativeOptions::registry`], or replaced with [`NativeExecutor::with_registry`]). Both are
+//! fetched by the manifest digest the build was keyed with (`request.images`), into the
+//! executor's [`BlobStore`], once: a registry base whose blobs are stored costs no request.
+//!
+//! **Output.** At least one of `request.output.oci_layout` and `request.output.registry`:
+//! the target stage is written to the layout, tagged `request.output.tag` (`latest`), its blobs
+//! linked or copied from the store; and/or pushed to the registry reference (blobs the registry
+//! has are skipped, blobs of registry bases on the same registry are mounted, the manifest goes
+//! last), with the build's credentials. Both get the same manifest bytes ([`ImageBlobs`]). The
+//! [`Artifact`] carries the manifest digest and the registry reference when pushed, else
+//! `oci:PATH:TAG`.
 
 pub mod source;
 
@@ -56,9 +65,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::layer::{Chown, CopyOptions, Layer, LayerEntry, LayerEntryKind, LayerInfo, LayerOptions};
-use crate::layout::{OciDir, epoch_to_rfc3339};
+use crate::layout::{ImageBlobs, OciDir, epoch_to_rfc3339};
+use crate::registry::RegistryConfig;
 use crate::run::{LayerRef, Network, RunError, RunSpec, Runner, RunnerOptions, StepContext, StepMount};
-pub use source::{ImageSource, OciLayoutSource, SourceError, SourceImage};
+pub use source::{ImageSource, OciLayoutSource, RegistrySource, SourceError, SourceImage};
 
 /// The shell used for shell-form commands when no SHELL was given.
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
@@ -70,6 +80,8 @@ pub struct NativeOptions {
     pub runner: RunnerOptions,
     /// How layers are written (compression, `SOURCE_DATE_EPOCH`).
     pub layer: LayerOptions,
+    /// How registries are spoken to (platform, retries, insecure hosts, docker config).
+    pub registry: RegistryConfig,
 }
 
 /// The native executor.
@@ -89,7 +101,7 @@ struct Inner {
     store: BlobStore,
     runner: Runner,
     layer: LayerOptions,
-    registry: Option<Arc<dyn ImageSource>>,
+    registry: Arc<RegistrySource>,
 }
 
 impl std::fmt::Debug for NativeExecutor {
@@ -107,7 +119,8 @@ impl NativeExecutor {
     /// `state_dir`.
     ///
     /// # Errors
-    /// [`ExecError::Other`] if the directories cannot be created.
+    /// [`ExecError::Other`] if the directories cannot be created or the docker `config.json`
+    /// is malformed.
     pub fn new(state_dir: &Path, opts: NativeOptions) -> Result<Self, ExecError> {
         let store = BlobStore::new(state_dir.join("cas")).map_err(other)?;
         let runner = Runner::new(state_dir, opts.runner).map_err(other)?;
@@ -115,19 +128,21 @@ impl NativeExecutor {
             std::fs::create_dir_all(state_dir.join(d))
                 .map_err(|e| other(format!("{}: {e}", state_dir.join(d).display())))?;
         }
+        let registry = Arc::new(RegistrySource::new(opts.registry).map_err(other)?);
         Ok(Self {
-            inner: Arc::new(Inner { state: state_dir.to_path_buf(), store, runner, layer: opts.layer, registry: None }),
+            inner: Arc::new(Inner { state: state_dir.to_path_buf(), store, runner, layer: opts.layer, registry }),
         })
     }
 
-    /// Serves registry references (`BaseImage::Registry`, `COPY --from` images) through `source`.
-    pub fn with_registry(self, source: Arc<dyn ImageSource>) -> Self {
+    /// Pulls registry references (`BaseImage::Registry`, `COPY --from` images) and pushes
+    /// registry outputs through `source`.
+    pub fn with_registry(self, source: Arc<RegistrySource>) -> Self {
         let inner = Inner {
             state: self.inner.state.clone(),
             store: self.inner.store.clone(),
             runner: self.inner.runner.clone(),
             layer: self.inner.layer,
-            registry: Some(source),
+            registry: source,
         };
         Self { inner: Arc::new(inner) }
     }
@@ -142,14 +157,11 @@ impl NativeExecutor {
         &self.inner.runner
     }
 
-    fn source_for(&self, reference: &str) -> Result<Arc<dyn ImageSource>, ExecError> {
+    fn source_for(&self, reference: &str) -> Arc<dyn ImageSource> {
         if OciLayoutSource::handles(reference) {
-            return Ok(Arc::new(OciLayoutSource));
+            return Arc::new(OciLayoutSource);
         }
-        self.inner
-            .registry
-            .clone()
-            .ok_or_else(|| ExecError::Unsupported(format!("{reference}: registry images need a registry image source")))
+        self.inner.registry.clone()
     }
 }
 
@@ -193,7 +205,7 @@ impl Executor for NativeExecutor {
     ) -> Result<ResolvedImages, ExecError> {
         let mut out = ResolvedImages::new();
         for reference in plan_images(plan) {
-            let digest = self.source_for(&reference)?.resolve(&reference, credentials).await.map_err(other)?;
+            let digest = self.source_for(&reference).resolve(&reference, credentials).await.map_err(other)?;
             out.insert(reference, digest);
         }
         Ok(out)
@@ -205,29 +217,64 @@ impl Executor for NativeExecutor {
         events: EventSink,
         cancel: CancellationToken,
     ) -> Result<Artifact, ExecError> {
+        if request.output.oci_layout.is_none() && request.output.registry.is_none() {
+            return Err(ExecError::Unsupported("an output: an OCI layout directory or a registry reference".into()));
+        }
         let mut images = HashMap::new();
+        let creds = request.credentials.as_ref();
         for reference in plan_images(&request.plan) {
-            let image = self
-                .source_for(&reference)?
-                .fetch(&reference, request.credentials.as_ref(), &self.inner.store)
-                .await
-                .map_err(other)?;
-            if let Some(expected) = request.images.get(&reference) {
-                if *expected != image.manifest_digest {
-                    return Err(ExecError::Other(format!(
-                        "{reference} now resolves to {}, not {expected} as when the build was keyed",
-                        image.manifest_digest
-                    )));
-                }
+            let source = self.source_for(&reference);
+            let store = &self.inner.store;
+            let image = match request.images.get(&reference) {
+                Some(digest) => source.fetch_resolved(&reference, digest, creds, store).await,
+                None => source.fetch(&reference, creds, store).await,
             }
+            .map_err(other)?;
             images.insert(reference, image);
         }
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            Build { exec: &this, request: &request, events: &events, cancel: &cancel, images }.run()
+        let request = Arc::new(request);
+        let req = Arc::clone(&request);
+        let sink = events.clone();
+        let (target, artifact) = tokio::task::spawn_blocking(move || {
+            Build { exec: &this, request: &req, events: &sink, cancel: &cancel, images }.run()
         })
         .await
-        .map_err(|e| ExecError::Other(format!("build task failed: {e}")))?
+        .map_err(|e| ExecError::Other(format!("build task failed: {e}")))??;
+        let Some(target_ref) = &request.output.registry else { return Ok(artifact) };
+        let mount_from = plan_images(&request.plan).into_iter().filter(|r| !OciLayoutSource::handles(r)).collect();
+        let report = self
+            .inner
+            .registry
+            .push(
+                &self.inner.store,
+                &target.config,
+                &target.layers,
+                target_ref,
+                mount_from,
+                request.credentials.as_ref(),
+            )
+            .await
+            .map_err(|e| ExecError::Other(format!("pushing {target_ref}: {e}")))?;
+        events.log(
+            LogLevel::Info,
+            None,
+            format!(
+                "pushed {target_ref}@{}: {} blobs uploaded, {} mounted, {} already there",
+                report.manifest_digest,
+                report.uploaded.len(),
+                report.mounted.len(),
+                report.skipped.len()
+            ),
+        );
+        let manifest_digest = report.manifest_digest.to_string();
+        if manifest_digest != artifact.manifest_digest {
+            return Err(ExecError::Other(format!(
+                "pushed manifest {manifest_digest} differs from the built one {}",
+                artifact.manifest_digest
+            )));
+        }
+        Ok(Artifact { location: target_ref.clone(), ..artifact })
     }
 }
 
@@ -385,7 +432,9 @@ impl Build<'_> {
         &self.exec.inner.store
     }
 
-    fn run(self) -> Result<Artifact, ExecError> {
+    /// Builds every stage; returns the target stage and the artifact (its location the OCI
+    /// layout, if one is asked for).
+    fn run(self) -> Result<(StageState, Artifact), ExecError> {
         let plan = &self.request.plan;
         let mut stages: Vec<StageState> = Vec::new();
         let mut totals = Totals::default();
@@ -400,7 +449,8 @@ impl Build<'_> {
             stages.push(state);
         }
         let target = stages.pop().ok_or_else(|| ExecError::Other("the plan has no stage".into()))?;
-        self.output(&target, totals)
+        let artifact = self.output(&target, totals)?;
+        Ok((target, artifact))
     }
 
     fn base_state(&self, base: &BaseImage, stages: &[StageState], platform: &str) -> Result<StageState, ExecError> {
@@ -823,12 +873,21 @@ impl Build<'_> {
         self.write_layer(&layer)
     }
 
+    /// Writes the OCI layout output if asked for; the artifact names the image either way.
     fn output(&self, target: &StageState, totals: Totals) -> Result<Artifact, ExecError> {
         let out = &self.request.output;
+        let artifact = |manifest_digest: String, location: String| Artifact {
+            manifest_digest,
+            location,
+            steps_total: totals.steps,
+            steps_cached: totals.cached,
+            bytes_reused: totals.bytes_reused,
+            bytes_new: totals.bytes_new,
+        };
         let Some(path) = &out.oci_layout else {
-            return Err(ExecError::Unsupported(
-                "only OCI layout output is supported by the native executor yet".into(),
-            ));
+            let blobs = ImageBlobs::new(&target.config, &target.layers).map_err(other)?;
+            let digest = blobs.manifest_descriptor.digest().to_string();
+            return Ok(artifact(digest, out.registry.clone().unwrap_or_default()));
         };
         let tag = out.tag.clone().unwrap_or_else(|| "latest".into());
         let oci = OciDir::create(path).map_err(other)?;
@@ -846,13 +905,6 @@ impl Build<'_> {
             }
         }
         let manifest = oci.write_image(&target.config, &target.layers, Some(&tag)).map_err(other)?;
-        Ok(Artifact {
-            manifest_digest: manifest.digest().to_string(),
-            location: format!("oci:{}:{tag}", path.display()),
-            steps_total: totals.steps,
-            steps_cached: totals.cached,
-            bytes_reused: totals.bytes_reused,
-            bytes_new: totals.bytes_new,
-        })
+        Ok(artifact(manifest.digest().to_string(), format!("oci:{}:{tag}", path.display())))
     }
 }

@@ -302,6 +302,59 @@ pub fn append_layer(config: &mut ImageConfiguration, layer: &LayerInfo, mut hist
     config.history_mut().get_or_insert_with(Vec::new).push(history);
 }
 
+/// The config and manifest blobs of an image, serialised canonically: the same bytes whether
+/// they go into an OCI layout ([`OciDir::write_image`]) or to a registry, so both have the same
+/// manifest digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageBlobs {
+    /// The config's JSON.
+    pub config: Vec<u8>,
+    /// The OCI image manifest's JSON.
+    pub manifest: Vec<u8>,
+    /// The manifest's descriptor (media type, size, digest).
+    pub manifest_descriptor: Descriptor,
+}
+
+impl ImageBlobs {
+    /// Serialises `config` and a manifest naming it and `layers`.
+    ///
+    /// ```
+    /// use nullspace_native::layout::ImageBlobs;
+    /// use oci_spec::image::{Arch, ImageConfigurationBuilder, Os};
+    /// let config = ImageConfigurationBuilder::default().architecture(Arch::Amd64).os(Os::Linux).build()?;
+    /// let blobs = ImageBlobs::new(&config, &[])?;
+    /// assert_eq!(blobs.manifest_descriptor.size(), blobs.manifest.len() as u64);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`LayoutError::Json`] if a document cannot be serialised.
+    pub fn new(config: &ImageConfiguration, layers: &[Descriptor]) -> Result<Self, LayoutError> {
+        let json_err = |what: &'static str| {
+            move |e| LayoutError::Json { path: PathBuf::new(), what, source: oci_spec::OciSpecError::SerDe(e) }
+        };
+        let config_bytes = canonical_json(config).map_err(json_err("image config"))?;
+        let config_desc = Descriptor::new(MediaType::ImageConfig, config_bytes.len() as u64, sha256_of(&config_bytes));
+        let manifest: ImageManifest = ImageManifestBuilder::default()
+            .schema_version(SCHEMA_VERSION)
+            .media_type(MediaType::ImageManifest)
+            .config(config_desc)
+            .layers(layers.to_vec())
+            .build()
+            .map_err(|source| LayoutError::Json { path: PathBuf::new(), what: "image manifest", source })?;
+        let manifest_bytes = canonical_json(&manifest).map_err(json_err("image manifest"))?;
+        let manifest_descriptor =
+            Descriptor::new(MediaType::ImageManifest, manifest_bytes.len() as u64, sha256_of(&manifest_bytes));
+        Ok(Self { config: config_bytes, manifest: manifest_bytes, manifest_descriptor })
+    }
+}
+
+fn sha256_of(bytes: &[u8]) -> Digest {
+    let mut hasher = Sha256::new();
+    hasher.update(bytes);
+    sha256_digest(hasher)
+}
+
 /// An image read from a layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -472,17 +525,12 @@ impl OciDir {
         layers: &[Descriptor],
         tag: Option<&str>,
     ) -> Result<Descriptor, LayoutError> {
-        let config_bytes = self.to_json("image config", config)?;
-        let config_desc = self.write_blob(MediaType::ImageConfig, &config_bytes)?;
-        let manifest: ImageManifest = ImageManifestBuilder::default()
-            .schema_version(SCHEMA_VERSION)
-            .media_type(MediaType::ImageManifest)
-            .config(config_desc)
-            .layers(layers.to_vec())
-            .build()
-            .map_err(|source| LayoutError::Json { path: self.root.clone(), what: "image manifest", source })?;
-        let manifest_bytes = self.to_json("image manifest", &manifest)?;
-        let desc = self.write_blob(MediaType::ImageManifest, &manifest_bytes)?;
+        let blobs = ImageBlobs::new(config, layers).map_err(|e| match e {
+            LayoutError::Json { what, source, .. } => LayoutError::Json { path: self.root.clone(), what, source },
+            e => e,
+        })?;
+        self.write_blob(MediaType::ImageConfig, &blobs.config)?;
+        let desc = self.write_blob(MediaType::ImageManifest, &blobs.manifest)?;
         match tag {
             Some(tag) => self.tag(&desc, tag)?,
             None => {

@@ -1,6 +1,7 @@
 //! Registry round trips against a real `docker-registry` on loopback, checked with skopeo:
 //! push the busybox fixture, pull it back by tag and by digest, pull Docker schema-2 manifests
-//! and multi-platform indexes, skip blobs already there, mount across repositories.
+//! and multi-platform indexes, skip blobs already there, mount across repositories; and the
+//! native executor building on a registry base and pushing its result (`registry/executor.rs`).
 
 #[path = "support/http.rs"]
 mod http_support;
@@ -9,6 +10,8 @@ mod registry_support;
 
 #[path = "registry/auth.rs"]
 mod auth;
+#[path = "registry/executor.rs"]
+mod executor;
 #[path = "registry/faults.rs"]
 mod faults;
 
