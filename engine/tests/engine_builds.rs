@@ -185,7 +185,7 @@ async fn retry_needs_secrets_again() {
     let mut secrets = nullspace_engine::executor::Secrets::default();
     secrets.insert("token", "value-2");
     let retried = handle
-        .retry(RetryOptions { tags: Some(vec!["v2".parse().unwrap()]), build_secrets: secrets, on_log: None })
+        .retry(RetryOptions { tags: Some(vec!["v2".parse().unwrap()]), build_secrets: secrets, ..Default::default() })
         .await
         .unwrap();
     let info = retried.wait_until_terminal(Some(Duration::from_secs(120)), None).await.unwrap();

@@ -199,6 +199,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                     .then(|| tags.iter().map(|t| t.parse()).collect::<Result<_, _>>())
                     .transpose()?,
                 build_secrets: secrets_from_env(&secrets)?,
+                credentials: None,
                 on_log: progress.as_ref().map(Progress::callback),
             };
             let retried = handle.retry(options).await?;

@@ -152,7 +152,7 @@ impl BuildHandle {
                 definition,
                 tags: options.tags.unwrap_or(build.requested_tags),
                 secrets: options.build_secrets,
-                credentials: None,
+                credentials: options.credentials,
                 on_log: options.on_log,
                 retry_of: Some(self.id.clone()),
             })

@@ -133,6 +133,8 @@ pub struct RetryOptions {
     pub tags: Option<Vec<Tag>>,
     /// Secret values (never persisted, so given again).
     pub build_secrets: Secrets,
+    /// Registry credentials for a private base (never persisted, so given again).
+    pub credentials: Option<nullspace_plan::builder::Credentials>,
     /// Called with every stored log entry of the new attempt.
     pub on_log: Option<LogCallback>,
 }

@@ -10,6 +10,8 @@ mod registry_support;
 
 #[path = "registry/auth.rs"]
 mod auth;
+#[path = "registry/engine_retry.rs"]
+mod engine_retry;
 #[path = "registry/executor.rs"]
 mod executor;
 #[path = "registry/faults.rs"]
