@@ -371,6 +371,15 @@ fn stat_cache_skips_unchanged_files_and_rehashes_changed_ones() {
     assert_eq!(second.stats().headers_hashed, 0);
     assert_eq!(second.stats().cache_hits as usize, entry_count);
     assert_eq!(all_digests(&first), all_digests(&second));
+    // Nothing changed: saving leaves the file alone (a rewrite would rename a new inode in).
+    let ino = |p: &Path| fs::metadata(p).unwrap().ino();
+    let before = (ino(&cache_file), fs::read(&cache_file).unwrap());
+    cache.save(&cache_file).unwrap();
+    assert_eq!((ino(&cache_file), fs::read(&cache_file).unwrap()), before);
+    // Saved elsewhere, it is written.
+    let copy = tmp.path().join("copy.cache");
+    cache.save(&copy).unwrap();
+    assert_eq!(fs::read(&copy).unwrap(), before.1);
 
     // One file changes (same size): only it is read again, and it is racy until the window passes.
     file(&root, "many/f7", "CONTENT 7", 0o644);
@@ -381,4 +390,8 @@ fn stat_cache_skips_unchanged_files_and_rehashes_changed_ones() {
     let fourth = hash_context(&root, &walk(&root), Some(&mut cache)).unwrap();
     assert_eq!(fourth.stats().files_hashed, 1, "a racy file is read again");
     assert_eq!(all_digests(&third), all_digests(&fourth));
+    // Changed records are written.
+    cache.save(&cache_file).unwrap();
+    assert_ne!(ino(&cache_file), before.0);
+    assert_eq!(StatCache::load(&cache_file).len(), entry_count - 1);
 }

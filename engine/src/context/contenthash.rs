@@ -585,7 +585,8 @@ fn hash_tree(
             }
         }
     }
-    if let (Some(cache), Some(fresh)) = (cache, fresh) {
+    if let (Some(cache), Some(mut fresh)) = (cache, fresh) {
+        fresh.settle(cache, stats.cache_hits as usize);
         *cache = fresh;
     }
 

@@ -18,12 +18,15 @@
 //! `u32` mode, `u64` dev, `u64` ino, `u64` size, `i128` mtime ns, `i128` ctime ns, 32 digest
 //! bytes), then the SHA-256 of everything before it. A missing file is an empty cache; a corrupt,
 //! truncated or foreign one is an empty cache and a `tracing` warning. Writes go to a temp file
-//! that is fsynced and renamed over the old one, then the directory is fsynced.
+//! that is renamed over the old one. Neither is fsynced: after a crash the file may be the old
+//! one (still sound: its records are trusted against its own write time) or torn, which the
+//! checksum turns into an empty cache. Losing a cache only costs a re-hash, while two fsyncs of
+//! a multi-megabyte file would cost more than the re-hash of an unchanged context.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 use super::{Entry, EntryKind};
-use crate::cas::{Digest, fsync_dir};
+use crate::cas::Digest;
 
 /// The timestamp granularity assumed when deciding that an entry is racy: wide enough for
 /// filesystems with whole-second (or FAT's two-second) timestamps.
@@ -114,6 +117,10 @@ impl StatKey {
     }
 }
 
+fn path_key(entry: &Entry) -> &[u8] {
+    entry.path.as_os_str().as_bytes()
+}
+
 fn kind_code(kind: &EntryKind) -> u8 {
     match kind {
         EntryKind::File => 0,
@@ -154,10 +161,14 @@ struct Record {
 /// ```
 #[derive(Debug, Clone)]
 pub struct StatCache {
-    records: HashMap<PathBuf, Record>,
+    /// Keyed by the entry's path bytes.
+    records: HashMap<Box<[u8]>, Record>,
     /// The write time of the file this cache was loaded from, when it was.
     file_written_ns: Option<i128>,
     racy_window_ns: i128,
+    /// The file this cache was loaded from and still equals (same records), if any: saving
+    /// there again would write the same records, so [`save`](Self::save) skips it.
+    clean_at: Option<PathBuf>,
 }
 
 impl Default for StatCache {
@@ -173,7 +184,12 @@ fn save_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
 impl StatCache {
     /// An empty cache with the [`DEFAULT_RACY_WINDOW`].
     pub fn new() -> Self {
-        Self { records: HashMap::new(), file_written_ns: None, racy_window_ns: DEFAULT_RACY_WINDOW.as_nanos() as i128 }
+        Self {
+            records: HashMap::new(),
+            file_written_ns: None,
+            racy_window_ns: DEFAULT_RACY_WINDOW.as_nanos() as i128,
+            clean_at: None,
+        }
     }
 
     /// Sets the timestamp granularity used for the racy rule (builder style).
@@ -208,6 +224,7 @@ impl StatCache {
             Ok(records) => {
                 cache.records = records;
                 cache.file_written_ns = Some(written);
+                cache.clean_at = Some(path.to_owned());
             }
             Err(why) => {
                 tracing::warn!(path = %path.display(), reason = why, "corrupt stat cache; starting empty");
@@ -216,8 +233,17 @@ impl StatCache {
         cache
     }
 
-    /// Writes the cache to `path` atomically (temp file, fsync, rename, directory fsync).
+    /// Writes the cache to `path` atomically (temp file renamed over it; see the
+    /// [module docs](self) for why it is not fsynced).
+    ///
+    /// Nothing is written when the cache was loaded from `path` and a hashing run left its
+    /// records unchanged: every record was then trusted against the existing file's write time,
+    /// so rewriting it would change nothing a later run sees.
     pub fn save(&self, path: &Path) -> Result<(), StatCacheError> {
+        if self.clean_at.as_deref() == Some(path) {
+            tracing::debug!(path = %path.display(), "stat cache unchanged; not rewritten");
+            return Ok(());
+        }
         let data = self.encode();
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
@@ -231,10 +257,8 @@ impl StatCache {
             let mut file =
                 OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(save_err("create", &tmp))?;
             file.write_all(&data).map_err(save_err("write", &tmp))?;
-            file.sync_all().map_err(save_err("fsync", &tmp))?;
             drop(file);
-            fs::rename(&tmp, path).map_err(save_err("rename", &tmp))?;
-            fsync_dir(&dir).map_err(save_err("fsync", &dir))
+            fs::rename(&tmp, path).map_err(save_err("rename", &tmp))
         })();
         if result.is_err()
             && let Err(e) = fs::remove_file(&tmp)
@@ -257,7 +281,7 @@ impl StatCache {
 
     /// The digest cached for `entry`, if its stat fields are unchanged and it is not racy.
     pub fn lookup(&self, entry: &Entry) -> Option<Digest> {
-        let record = self.records.get(&entry.path)?;
+        let record = self.records.get(path_key(entry))?;
         let key = StatKey::of_entry(entry);
         if record.key != key {
             return None;
@@ -272,13 +296,23 @@ impl StatCache {
 
     /// An empty cache with this one's racy window, to fill during a hashing run.
     pub(crate) fn fresh(&self) -> Self {
-        Self { records: HashMap::new(), file_written_ns: None, racy_window_ns: self.racy_window_ns }
+        Self { records: HashMap::new(), file_written_ns: None, racy_window_ns: self.racy_window_ns, clean_at: None }
+    }
+
+    /// Marks this cache, filled from `old` during a run, as equal to `old`'s file when it holds
+    /// exactly `old`'s records: all of them were [carried](Self::carry) and `carried` equals
+    /// both counts (no record was added by [`record`](Self::record) or dropped).
+    pub(crate) fn settle(&mut self, old: &Self, carried: usize) {
+        if old.file_written_ns.is_some() && carried == old.records.len() && carried == self.records.len() {
+            self.file_written_ns = old.file_written_ns;
+            self.clean_at.clone_from(&old.clean_at);
+        }
     }
 
     /// Copies `entry`'s record from `from` (after a [`lookup`](Self::lookup) hit).
     pub(crate) fn carry(&mut self, from: &Self, entry: &Entry) {
-        if let Some(record) = from.records.get(&entry.path) {
-            self.records.insert(entry.path.clone(), *record);
+        if let Some((path, record)) = from.records.get_key_value(path_key(entry)) {
+            self.records.insert(path.clone(), *record);
         }
     }
 
@@ -287,28 +321,24 @@ impl StatCache {
     pub(crate) fn record(&mut self, entry: &Entry, verified: StatKey, observed_at_ns: i128, digest: Digest) {
         let key = StatKey::of_entry(entry);
         if key == verified && !key.racy(observed_at_ns, self.racy_window_ns) {
-            self.records.insert(entry.path.clone(), Record { key, digest });
+            self.records.insert(path_key(entry).into(), Record { key, digest });
         }
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut paths: Vec<&PathBuf> = self.records.keys().collect();
-        paths.sort();
+        // Sorted for a deterministic file; byte order because it is cheap (`Path`'s order parses
+        // components on every comparison).
+        // Paths longer than u32::MAX bytes cannot exist on any real filesystem.
+        let mut records: Vec<(&[u8], &Record)> =
+            self.records.iter().map(|(p, r)| (&**p, r)).filter(|(p, _)| u32::try_from(p.len()).is_ok()).collect();
+        records.sort_unstable_by_key(|&(p, _)| p);
         let mut out = Vec::with_capacity(HEADER_LEN + self.records.len() * (RECORD_FIXED_LEN + 32) + 32);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(paths.len() as u64).to_le_bytes());
-        for path in paths {
-            let Some(r) = self.records.get(path) else {
-                continue;
-            };
-            let bytes = path.as_os_str().as_bytes();
-            // Paths longer than u32::MAX bytes cannot exist on any real filesystem.
-            let Ok(len) = u32::try_from(bytes.len()) else {
-                continue;
-            };
-            out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(records.len() as u64).to_le_bytes());
+        for (bytes, r) in records {
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(bytes);
             out.push(r.key.kind);
             out.extend_from_slice(&r.key.mode.to_le_bytes());
@@ -345,7 +375,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse(data: &[u8]) -> Result<HashMap<PathBuf, Record>, &'static str> {
+fn parse(data: &[u8]) -> Result<HashMap<Box<[u8]>, Record>, &'static str> {
     if data.len() < HEADER_LEN + 32 {
         return Err("truncated");
     }
@@ -370,7 +400,7 @@ fn parse(data: &[u8]) -> Result<HashMap<PathBuf, Record>, &'static str> {
     let mut records = HashMap::with_capacity(count as usize);
     for _ in 0..count {
         let len = u32::from_le_bytes(r.array()?) as usize;
-        let path = PathBuf::from(std::ffi::OsString::from_vec(r.take(len)?.to_vec()));
+        let path: Box<[u8]> = r.take(len)?.into();
         let key = StatKey {
             kind: r.array::<1>()?[0],
             mode: u32::from_le_bytes(r.array()?),
