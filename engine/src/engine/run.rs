@@ -87,6 +87,14 @@ impl Logs {
         self.notify(&entries, updated.log_offsets);
         Ok(())
     }
+
+    /// Marks the build ready and sets its tags in one transaction.
+    async fn finish_ready(&self, update: BuildUpdate, tags: &[crate::store::Tag]) -> Result<(), StoreError> {
+        let entries = update.logs.clone();
+        let (updated, _) = self.engine.inner.store.finish_ready(&self.tenant, &self.id, update, tags).await?;
+        self.notify(&entries, updated.log_offsets);
+        Ok(())
+    }
 }
 
 fn entry(level: LogLevel, message: impl Into<String>) -> NewLogEntry {
@@ -262,19 +270,21 @@ impl Engine {
                     logs: vec![entry(LogLevel::Info, format!("ready: {note}"))],
                     ..Default::default()
                 };
-                let r = logs.update(update).await;
                 let tags = store.get_build(&job.tenant, &job.id).await?.requested_tags;
-                if r.is_ok() && !tags.is_empty() {
-                    let target = crate::store::TemplateRef::Build(job.id.clone());
-                    match store.assign_tags(&job.tenant, &target, &tags).await {
-                        Ok(moves) => {
-                            let names: Vec<_> = moves.iter().map(|m| m.tag.to_string()).collect();
-                            logs.append(vec![entry(LogLevel::Info, format!("tagged {}", names.join(", ")))]).await;
-                        }
-                        Err(e) => logs.append(vec![entry(LogLevel::Error, format!("tagging failed: {e}"))]).await,
-                    }
+                let mut with_tags = update.clone();
+                if !tags.is_empty() {
+                    let names: Vec<_> = tags.iter().map(ToString::to_string).collect();
+                    with_tags.logs.push(entry(LogLevel::Info, format!("tagged {}", names.join(", "))));
                 }
-                r
+                match logs.finish_ready(with_tags, &tags).await {
+                    // A tag that cannot be set does not lose the build: record it ready, untagged.
+                    Err(e) if !tags.is_empty() => {
+                        let mut update = update;
+                        update.logs.push(entry(LogLevel::Error, format!("tagging failed: {e}")));
+                        logs.update(update).await
+                    }
+                    other => other,
+                }
             }
             End::Failed(reason) => {
                 let mut lines = vec![entry(LogLevel::Error, format!("failed: {}", reason.message))];

@@ -117,6 +117,17 @@ pub trait Store: Send + Sync + 'static {
     /// Changes a build and appends log entries, in one transaction.
     async fn update_build(&self, tenant: &TenantId, id: &BuildId, update: BuildUpdate) -> Result<BuildUpdated>;
 
+    /// Applies `update` (which makes the build ready) and points `tags` at the build, in one
+    /// transaction, so nobody sees the build ready without the tags it asked for. A tagging error
+    /// rolls back the whole change.
+    async fn finish_ready(
+        &self,
+        tenant: &TenantId,
+        id: &BuildId,
+        update: BuildUpdate,
+        tags: &[Tag],
+    ) -> Result<(BuildUpdated, Vec<TagMove>)>;
+
     /// Builds of the referenced template, newest first, including failed and untagged ones.
     async fn list_builds(&self, tenant: &TenantId, reference: &TemplateRef, query: &BuildQuery) -> Result<Page<Build>>;
 

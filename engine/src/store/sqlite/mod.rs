@@ -356,6 +356,26 @@ impl Store for SqliteStore {
         self.write(move |c| ops::update_build(c, &tenant, &id, &update)).await
     }
 
+    async fn finish_ready(
+        &self,
+        tenant: &TenantId,
+        id: &BuildId,
+        update: BuildUpdate,
+        tags: &[Tag],
+    ) -> Result<(BuildUpdated, Vec<TagMove>)> {
+        let (tenant, id, tags) = (tenant.clone(), id.clone(), tags.to_vec());
+        self.write(move |c| {
+            let updated = ops::update_build(c, &tenant, &id, &update)?;
+            let moves = if tags.is_empty() {
+                Vec::new()
+            } else {
+                ops::assign_tags(c, &tenant, &TemplateRef::Build(id), &tags)?
+            };
+            Ok((updated, moves))
+        })
+        .await
+    }
+
     async fn list_builds(&self, tenant: &TenantId, reference: &TemplateRef, query: &BuildQuery) -> Result<Page<Build>> {
         let (tenant, reference, query) = (tenant.clone(), reference.clone(), query.clone());
         self.read(move |c| ops::list_builds(c, &tenant, &reference, &query)).await

@@ -28,7 +28,10 @@ async fn retry_needs_registry_credentials_again() {
     let reg = TestRegistry::start_with(Auth::Htpasswd { user: USER.into(), password: PASSWORD.into() });
     let base = format!("{}/private/busybox:v1", reg.host());
     let pusher = client().with_credentials(&reg.host(), credentials());
-    pusher.push_layout(&OciDir::open(fixture()).unwrap(), Some("busybox"), &base, &PushOptions::default()).await.unwrap();
+    pusher
+        .push_layout(&OciDir::open(fixture()).unwrap(), Some("busybox"), &base, &PushOptions::default())
+        .await
+        .unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     // No docker config: the only credentials are the ones a request carries.
@@ -40,7 +43,8 @@ async fn retry_needs_registry_credentials_again() {
         ..NativeOptions::default()
     };
     let executor = NativeExecutor::new(&dir.path().join("state/native"), options).unwrap();
-    let engine = Engine::builder().state_dir(dir.path().join("state")).executor(Arc::new(executor)).build().await.unwrap();
+    let engine =
+        Engine::builder().state_dir(dir.path().join("state")).executor(Arc::new(executor)).build().await.unwrap();
     let tenant = "acme".parse().unwrap();
     let name = "acme/private".parse().unwrap();
 
