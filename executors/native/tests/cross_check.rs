@@ -4,13 +4,16 @@
 
 #[path = "common/snapshot.rs"]
 mod snapshot;
+#[path = "common/tools.rs"]
+mod tools;
 #[path = "common/walk.rs"]
 mod walk;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::Command;
+
+use tools::{busybox as fixture, run_tool as run};
 
 use nullspace_native::layer::{Chown, CopyOptions, Layer, LayerInfo, LayerOptions};
 use nullspace_native::layout::{OciDir, append_layer, epoch_to_rfc3339};
@@ -18,34 +21,6 @@ use nullspace_native::unpack::{UnpackOptions, unpack_layer_file};
 use oci_spec::image::{Descriptor, HistoryBuilder};
 
 const TAG: &str = "test";
-
-/// Runs a tool, failing the test with a clear message if it is missing or fails.
-fn run(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown} (is it installed? run fixtures/busybox/build.sh's packages: umoci skopeo runc busybox-static): {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The busybox fixture, built once per test run (cached across runs in the target dir).
-fn fixture() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-oci");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/busybox/build.sh");
-        run(Command::new("bash").arg(script).arg(&dir));
-        dir
-    })
-}
 
 /// A copy of the fixture layout with our image tagged `test` on top, and its new layers.
 struct Built {

@@ -4,6 +4,8 @@
 
 #[path = "common/fixture.rs"]
 mod fixture;
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -170,7 +172,7 @@ async fn build_cross_check_cache_and_secrets() {
     // umoci unpacks it; files, deletions, owners are as built.
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    fixture::run_tool(
+    tools::run_tool(
         Command::new("umoci").args(["unpack", "--image", &format!("{}:t", s.out().display())]).arg(&bundle),
     );
     let rootfs = bundle.join("rootfs");
@@ -198,13 +200,13 @@ async fn build_cross_check_cache_and_secrets() {
     spec["process"]["args"] = serde_json::json!(["sh", "-c", "id -u; pwd; echo $GREETING; cat hello.txt"]);
     std::fs::write(&config_path, serde_json::to_vec(&spec).unwrap()).unwrap();
     let id = format!("ns-exec-test-{}", std::process::id());
-    let out = fixture::run_tool(Command::new("timeout").args(["120", "runc", "run", "--bundle"]).arg(&bundle).arg(&id));
+    let out = tools::run_tool(Command::new("timeout").args(["120", "runc", "run", "--bundle"]).arg(&bundle).arg(&id));
     let _ = Command::new("runc").args(["delete", "--force", &id]).output();
     assert_eq!(out.lines().collect::<Vec<_>>(), ["1000", "/app", "hello world", "hello v1"]);
 
     // skopeo reads the config: env, user, workdir, start command, ready labels, history.
     let config: serde_json::Value =
-        serde_json::from_str(&fixture::run_tool(Command::new("skopeo").args(["inspect", "--config", &reference])))
+        serde_json::from_str(&tools::run_tool(Command::new("skopeo").args(["inspect", "--config", &reference])))
             .unwrap();
     let c = &config["config"];
     assert_eq!(c["User"], "app");
@@ -223,7 +225,7 @@ async fn build_cross_check_cache_and_secrets() {
     // Base + RUN, COPY, RUN, RUN.
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 5);
     let inspect: serde_json::Value =
-        serde_json::from_str(&fixture::run_tool(Command::new("skopeo").args(["inspect", &reference]))).unwrap();
+        serde_json::from_str(&tools::run_tool(Command::new("skopeo").args(["inspect", &reference]))).unwrap();
     assert_eq!(inspect["Digest"], artifact.manifest_digest);
 
     // The secret value is in no blob of the layout (layers decompressed), nor in the state dir.
@@ -332,7 +334,7 @@ async fn scratch_copies_rename_chown_chmod_and_wildcards() {
     assert_eq!(artifact.steps_total, 3);
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    fixture::run_tool(
+    tools::run_tool(
         Command::new("umoci").args(["unpack", "--image", &format!("{}:t", s.out().display())]).arg(&bundle),
     );
     let root = bundle.join("rootfs");
@@ -343,7 +345,7 @@ async fn scratch_copies_rename_chown_chmod_and_wildcards() {
     }
     assert_eq!(std::fs::read_to_string(root.join("conf/settings.ini")).unwrap(), "k=v\n");
     assert!(!root.join("conf/conf").exists(), "a directory is copied by its content");
-    let inspect: serde_json::Value = serde_json::from_str(&fixture::run_tool(Command::new("skopeo").args([
+    let inspect: serde_json::Value = serde_json::from_str(&tools::run_tool(Command::new("skopeo").args([
         "inspect",
         "--config",
         &format!("oci:{}:t", s.out().display()),

@@ -7,6 +7,8 @@
 mod http_support;
 #[path = "support/registry.rs"]
 mod registry_support;
+#[path = "common/tools.rs"]
+mod tools;
 
 #[path = "registry/auth.rs"]
 mod auth;
@@ -18,9 +20,10 @@ mod executor;
 mod faults;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
 use std::str::FromStr;
-use std::sync::OnceLock;
+use tools::{busybox as fixture, run_tool as run};
 
 use nullspace_engine::cas::{BlobStore, Digest};
 use nullspace_native::layer::{Layer, LayerOptions};
@@ -30,30 +33,6 @@ use oci_spec::image::{
     Arch, ImageConfigurationBuilder, ImageIndexBuilder, MediaType, Os, PlatformBuilder, SCHEMA_VERSION,
 };
 use registry_support::TestRegistry;
-
-fn run(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// The busybox fixture (an OCI layout made by umoci, tagged `busybox`), cached in the target dir.
-fn fixture() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("busybox-oci");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/busybox/build.sh");
-        run(Command::new("bash").arg(script).arg(&dir));
-        dir
-    })
-}
 
 fn client() -> RegistryClient {
     client_with(RegistryConfig::default())

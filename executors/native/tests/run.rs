@@ -4,6 +4,8 @@
 
 #[path = "common/fixture.rs"]
 mod fixture;
+#[path = "common/tools.rs"]
+mod tools;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
