@@ -10,7 +10,7 @@ use nullspace_engine::cas::Digest;
 use nullspace_engine::context::EntryKind;
 use nullspace_engine::context::contenthash::hash_context;
 use nullspace_engine::context::inspect::{ContextInspection, InspectOptions, Warning, inspect_build_context};
-use nullspace_engine::context::statcache::StatCache;
+use nullspace_engine::context::statcache::{PendingStatCache, StatCache};
 use nullspace_engine::context::walk::Walker;
 use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
@@ -236,14 +236,15 @@ fn ls(args: LsArgs) -> Result<ExitCode> {
 }
 
 fn hash(args: HashArgs) -> Result<ExitCode> {
-    let walked = walker(&args.dir, args.dockerfile.as_deref()).walk()?;
-    let root = args.dir.canonicalize().with_context(|| format!("context {}", args.dir.display()))?;
     let cache_file = if args.no_stat_cache {
         None
     } else {
         Some(stat_cache_file(&state_dir(args.state_dir.as_deref())?, &args.dir)?)
     };
-    let mut cache = cache_file.as_deref().map(StatCache::load);
+    let pending = cache_file.as_deref().map(StatCache::load_in_background);
+    let walked = walker(&args.dir, args.dockerfile.as_deref()).walk()?;
+    let root = args.dir.canonicalize().with_context(|| format!("context {}", args.dir.display()))?;
+    let mut cache = pending.map(PendingStatCache::wait);
     let hashes = hash_context(&root, &walked.entries, cache.as_mut())?;
     if let (Some(cache), Some(file)) = (&cache, &cache_file) {
         cache.save(file)?;

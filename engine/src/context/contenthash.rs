@@ -25,7 +25,6 @@
 //! Regular files are hashed on all cores, streamed through a fixed buffer, hardlinks (same device
 //! and inode) once. `sha2` uses the SHA-NI instructions when the CPU has them (runtime detection).
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -37,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
+use rustc_hash::FxHashMap;
 use sha2::{Digest as _, Sha256};
 
 use super::statcache::{StatCache, StatKey, now_ns};
@@ -476,7 +476,7 @@ struct Node {
 #[derive(Debug, Clone)]
 struct Tree {
     nodes: Vec<Node>,
-    index: HashMap<Vec<u8>, usize>,
+    index: FxHashMap<Vec<u8>, usize>,
 }
 
 /// The root directory's header record.
@@ -500,7 +500,7 @@ fn hash_tree(
     cache: Option<&mut StatCache>,
 ) -> Result<(Tree, HashStats), HashError> {
     let n = entries.len() + 1;
-    let mut index: HashMap<Vec<u8>, usize> = HashMap::with_capacity(n);
+    let mut index: FxHashMap<Vec<u8>, usize> = FxHashMap::with_capacity_and_hasher(n, Default::default());
     index.insert(Vec::new(), 0);
     for (i, e) in entries.iter().enumerate() {
         let bytes = e.path.as_os_str().as_bytes();
@@ -536,20 +536,20 @@ fn hash_tree(
         RootHeader::Empty => Digest::of(b""),
         RootHeader::Digest(d) => d,
     });
-    let mut fresh = cache.as_deref().map(StatCache::fresh);
-    if let (Some(old), Some(fresh)) = (cache.as_deref(), fresh.as_mut()) {
+    let mut carried = Vec::new();
+    if let Some(old) = cache.as_deref() {
         for (i, e) in entries.iter().enumerate() {
             if let Some(d) = old.lookup(e) {
                 leaf[i + 1] = Some(d);
-                fresh.carry(old, e);
-                stats.cache_hits += 1;
+                carried.push(e);
             }
         }
+        stats.cache_hits = carried.len() as u64;
     }
 
     // One job per path to read, hardlinked files grouped so that their content is read once.
     let mut jobs: Vec<Vec<usize>> = Vec::new();
-    let mut by_inode: HashMap<(u64, u64), usize> = HashMap::new();
+    let mut by_inode: FxHashMap<(u64, u64), usize> = FxHashMap::default();
     for (i, e) in entries.iter().enumerate() {
         if leaf[i + 1].is_some() {
             continue;
@@ -570,7 +570,7 @@ fn hash_tree(
         let e = &entries[jobs[j][0]];
         leaf_digest(&base.join(&e.path), e, ownership, buf)
     })?;
-    for (job, out) in jobs.iter().zip(results) {
+    for (job, out) in jobs.iter().zip(&results) {
         match entries[job[0]].kind {
             EntryKind::File => {
                 stats.files_hashed += 1;
@@ -580,14 +580,13 @@ fn hash_tree(
         }
         for &i in job {
             leaf[i + 1] = Some(out.digest);
-            if let Some(fresh) = fresh.as_mut() {
-                fresh.record(&entries[i], out.verified, out.observed_at_ns, out.digest);
-            }
         }
     }
-    if let (Some(cache), Some(mut fresh)) = (cache, fresh) {
-        fresh.settle(cache, stats.cache_hits as usize);
-        *cache = fresh;
+    if let Some(cache) = cache {
+        let computed = jobs.iter().zip(&results).flat_map(|(job, out)| {
+            job.iter().map(move |&i| (&entries[i], out.verified, out.observed_at_ns, out.digest))
+        });
+        cache.update(&carried, computed);
     }
 
     // Directory contents, deepest first so that every child directory is done before its parent.

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::contenthash::{ContextHashes, HashError, hash_context};
 use super::ignore::{PatternError, PatternMatcher};
 use super::select::ContextSelector;
-use super::statcache::{StatCache, StatCacheError};
+use super::statcache::{PendingStatCache, StatCache, StatCacheError};
 use super::walk::{UnsupportedKind, WalkError, Walker};
 use super::{Entry, EntryKind};
 
@@ -274,10 +274,11 @@ pub fn inspect_build_context(
     if let Some(df) = &dockerfile {
         walker = walker.dockerfile(df);
     }
+    let pending = options.stat_cache.as_deref().map(StatCache::load_in_background);
     let walked = walker.walk()?;
     let root = dir.canonicalize().map_err(|source| WalkError::Root { path: dir.clone(), source })?;
 
-    let mut cache = options.stat_cache.as_deref().map(StatCache::load);
+    let mut cache = pending.map(PendingStatCache::wait);
     let hashes = hash_context(&root, &walked.entries, cache.as_mut())?;
     if let (Some(cache), Some(path)) = (&cache, &options.stat_cache) {
         cache.save(path)?;

@@ -23,14 +23,17 @@
 //! checksum turns into an empty cache. Losing a cache only costs a re-hash, while two fsyncs of
 //! a multi-megabyte file would cost more than the re-hash of an unchanged context.
 
-use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as TableEntry;
+use rustc_hash::FxBuildHasher;
 use sha2::{Digest as _, Sha256};
 
 use super::{Entry, EntryKind};
@@ -141,13 +144,11 @@ fn system_time_ns(t: SystemTime) -> i128 {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Record {
-    key: StatKey,
-    digest: Digest,
-}
-
 /// Digests of context entries keyed by their stat fields; see the [module docs](self).
+///
+/// Records are kept in their file layout in one buffer (for a loaded cache, the file itself),
+/// found by path through a table of offsets: loading a cache of 50,000 entries allocates twice,
+/// not 50,000 times.
 ///
 /// ```
 /// use nullspace_engine::context::statcache::StatCache;
@@ -159,16 +160,77 @@ struct Record {
 /// assert!(StatCache::load(&file).is_empty());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StatCache {
-    /// Keyed by the entry's path bytes.
-    records: HashMap<Box<[u8]>, Record>,
+    /// Encoded records (see the format in the [module docs](self)), possibly with bytes that no
+    /// offset points at (a header, or a record replaced since).
+    data: Vec<u8>,
+    /// The offset in `data` of each live record, hashed by its path.
+    table: HashTable<usize>,
     /// The write time of the file this cache was loaded from, when it was.
     file_written_ns: Option<i128>,
     racy_window_ns: i128,
     /// The file this cache was loaded from and still equals (same records), if any: saving
     /// there again would write the same records, so [`save`](Self::save) skips it.
     clean_at: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for StatCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatCache")
+            .field("records", &self.table.len())
+            .field("file_written_ns", &self.file_written_ns)
+            .field("racy_window_ns", &self.racy_window_ns)
+            .field("clean_at", &self.clean_at)
+            .finish()
+    }
+}
+
+fn path_hash(path: &[u8]) -> u64 {
+    FxBuildHasher.hash_one(path)
+}
+
+/// The path of the record at `offset` (which [`parse`] or [`encode_record`] checked).
+fn record_path(data: &[u8], offset: usize) -> &[u8] {
+    let len = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap_or_default()) as usize;
+    &data[offset + 4..offset + 4 + len]
+}
+
+/// The whole record at `offset`.
+fn record_bytes(data: &[u8], offset: usize) -> &[u8] {
+    let end = offset + RECORD_FIXED_LEN + record_path(data, offset).len();
+    &data[offset..end]
+}
+
+/// The stat key and digest of the record at `offset`.
+fn record_fields(data: &[u8], offset: usize) -> (StatKey, Digest) {
+    let fixed = &data[offset + 4 + record_path(data, offset).len()..];
+    // The record was bounds-checked when it entered `data`: every field is there.
+    let field = |at: usize, n: usize| &fixed[at..at + n];
+    let key = StatKey {
+        kind: fixed[0],
+        mode: u32::from_le_bytes(field(1, 4).try_into().unwrap_or_default()),
+        dev: u64::from_le_bytes(field(5, 8).try_into().unwrap_or_default()),
+        ino: u64::from_le_bytes(field(13, 8).try_into().unwrap_or_default()),
+        size: u64::from_le_bytes(field(21, 8).try_into().unwrap_or_default()),
+        mtime_ns: i128::from_le_bytes(field(29, 16).try_into().unwrap_or_default()),
+        ctime_ns: i128::from_le_bytes(field(45, 16).try_into().unwrap_or_default()),
+    };
+    (key, Digest::from_bytes(field(61, 32).try_into().unwrap_or_default()))
+}
+
+/// Appends one record in the file layout.
+fn encode_record(out: &mut Vec<u8>, path: &[u8], key: &StatKey, digest: &Digest) {
+    out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+    out.extend_from_slice(path);
+    out.push(key.kind);
+    out.extend_from_slice(&key.mode.to_le_bytes());
+    out.extend_from_slice(&key.dev.to_le_bytes());
+    out.extend_from_slice(&key.ino.to_le_bytes());
+    out.extend_from_slice(&key.size.to_le_bytes());
+    out.extend_from_slice(&key.mtime_ns.to_le_bytes());
+    out.extend_from_slice(&key.ctime_ns.to_le_bytes());
+    out.extend_from_slice(digest.as_bytes());
 }
 
 impl Default for StatCache {
@@ -185,7 +247,8 @@ impl StatCache {
     /// An empty cache with the [`DEFAULT_RACY_WINDOW`].
     pub fn new() -> Self {
         Self {
-            records: HashMap::new(),
+            data: Vec::new(),
+            table: HashTable::new(),
             file_written_ns: None,
             racy_window_ns: DEFAULT_RACY_WINDOW.as_nanos() as i128,
             clean_at: None,
@@ -221,8 +284,9 @@ impl StatCache {
             }
         };
         match parse(&data) {
-            Ok(records) => {
-                cache.records = records;
+            Ok(table) => {
+                cache.data = data;
+                cache.table = table;
                 cache.file_written_ns = Some(written);
                 cache.clean_at = Some(path.to_owned());
             }
@@ -231,6 +295,28 @@ impl StatCache {
             }
         }
         cache
+    }
+
+    /// Starts [`load`](Self::load) on a thread of its own, so that reading a large cache
+    /// overlaps the walk of the context it belongs to.
+    ///
+    /// ```
+    /// use nullspace_engine::context::statcache::StatCache;
+    /// let dir = tempfile::tempdir()?;
+    /// let pending = StatCache::load_in_background(&dir.path().join("stat.cache"));
+    /// // ... walk the context meanwhile ...
+    /// assert!(pending.wait().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_in_background(path: &Path) -> PendingStatCache {
+        let owned = path.to_owned();
+        match std::thread::Builder::new().name("statcache-load".into()).spawn(move || Self::load(&owned)) {
+            Ok(handle) => PendingStatCache(Pending::Thread(handle)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no thread for the stat cache; loading it in line");
+                PendingStatCache(Pending::Ready(Self::load(path)))
+            }
+        }
     }
 
     /// Writes the cache to `path` atomically (temp file renamed over it; see the
@@ -271,19 +357,23 @@ impl StatCache {
 
     /// How many entries the cache holds.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.table.len()
     }
 
     /// Whether the cache holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.table.is_empty()
+    }
+
+    fn find(&self, path: &[u8]) -> Option<usize> {
+        self.table.find(path_hash(path), |&offset| record_path(&self.data, offset) == path).copied()
     }
 
     /// The digest cached for `entry`, if its stat fields are unchanged and it is not racy.
     pub fn lookup(&self, entry: &Entry) -> Option<Digest> {
-        let record = self.records.get(path_key(entry))?;
+        let (cached, digest) = record_fields(&self.data, self.find(path_key(entry))?);
         let key = StatKey::of_entry(entry);
-        if record.key != key {
+        if cached != key {
             return None;
         }
         if let Some(written) = self.file_written_ns
@@ -291,67 +381,101 @@ impl StatCache {
         {
             return None;
         }
-        Some(record.digest)
+        Some(digest)
     }
 
-    /// An empty cache with this one's racy window, to fill during a hashing run.
-    pub(crate) fn fresh(&self) -> Self {
-        Self { records: HashMap::new(), file_written_ns: None, racy_window_ns: self.racy_window_ns, clean_at: None }
-    }
-
-    /// Marks this cache, filled from `old` during a run, as equal to `old`'s file when it holds
-    /// exactly `old`'s records: all of them were [carried](Self::carry) and `carried` equals
-    /// both counts (no record was added by [`record`](Self::record) or dropped).
-    pub(crate) fn settle(&mut self, old: &Self, carried: usize) {
-        if old.file_written_ns.is_some() && carried == old.records.len() && carried == self.records.len() {
-            self.file_written_ns = old.file_written_ns;
-            self.clean_at.clone_from(&old.clean_at);
+    /// Adds the record at `offset` in `self.data`, replacing one for the same path.
+    fn link(&mut self, offset: usize) {
+        let data = &self.data;
+        let path = record_path(data, offset);
+        let hasher = |&o: &usize| path_hash(record_path(data, o));
+        match self.table.entry(path_hash(path), |&o| record_path(data, o) == path, hasher) {
+            TableEntry::Occupied(mut slot) => *slot.get_mut() = offset,
+            TableEntry::Vacant(slot) => {
+                slot.insert(offset);
+            }
         }
     }
 
-    /// Copies `entry`'s record from `from` (after a [`lookup`](Self::lookup) hit).
-    pub(crate) fn carry(&mut self, from: &Self, entry: &Entry) {
-        if let Some((path, record)) = from.records.get_key_value(path_key(entry)) {
-            self.records.insert(path.clone(), *record);
+    /// Replaces the records with the outcome of a hashing run: the entries whose cached digest
+    /// was used (`carried`, each after a [`lookup`](Self::lookup) hit) and the digests computed
+    /// anew (`computed`: entry, what was stat-verified, when, digest), of which only the
+    /// trustworthy ones are kept (see [`record`](Self::record)). When every record was carried
+    /// and nothing is added, the cache is left as it is, still equal to the file it came from.
+    pub(crate) fn update<'e>(
+        &mut self,
+        carried: &[&Entry],
+        computed: impl IntoIterator<Item = (&'e Entry, StatKey, i128, Digest)>,
+    ) {
+        let mut next = Self::new();
+        next.racy_window_ns = self.racy_window_ns;
+        for (entry, verified, observed_at_ns, digest) in computed {
+            next.record(entry, verified, observed_at_ns, digest);
         }
+        if next.is_empty() && carried.len() == self.len() {
+            return;
+        }
+        for entry in carried {
+            if let Some(offset) = self.find(path_key(entry)) {
+                let at = next.data.len();
+                next.data.extend_from_slice(record_bytes(&self.data, offset));
+                next.link(at);
+            }
+        }
+        *self = next;
     }
 
     /// Records `digest` for `entry` if what was stat-verified at `observed_at_ns` (`verified`) is
     /// exactly the entry's key and the entry is not racy.
     pub(crate) fn record(&mut self, entry: &Entry, verified: StatKey, observed_at_ns: i128, digest: Digest) {
         let key = StatKey::of_entry(entry);
-        if key == verified && !key.racy(observed_at_ns, self.racy_window_ns) {
-            self.records.insert(path_key(entry).into(), Record { key, digest });
+        let path = path_key(entry);
+        // Paths longer than u32::MAX bytes cannot exist on any real filesystem.
+        if key == verified && !key.racy(observed_at_ns, self.racy_window_ns) && u32::try_from(path.len()).is_ok() {
+            let at = self.data.len();
+            encode_record(&mut self.data, path, &key, &digest);
+            self.link(at);
         }
     }
 
     fn encode(&self) -> Vec<u8> {
         // Sorted for a deterministic file; byte order because it is cheap (`Path`'s order parses
         // components on every comparison).
-        // Paths longer than u32::MAX bytes cannot exist on any real filesystem.
-        let mut records: Vec<(&[u8], &Record)> =
-            self.records.iter().map(|(p, r)| (&**p, r)).filter(|(p, _)| u32::try_from(p.len()).is_ok()).collect();
-        records.sort_unstable_by_key(|&(p, _)| p);
-        let mut out = Vec::with_capacity(HEADER_LEN + self.records.len() * (RECORD_FIXED_LEN + 32) + 32);
+        let mut offsets: Vec<usize> = self.table.iter().copied().collect();
+        offsets.sort_unstable_by_key(|&o| record_path(&self.data, o));
+        let body: usize = offsets.iter().map(|&o| record_bytes(&self.data, o).len()).sum();
+        let mut out = Vec::with_capacity(HEADER_LEN + body + 32);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
         out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(records.len() as u64).to_le_bytes());
-        for (bytes, r) in records {
-            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            out.extend_from_slice(bytes);
-            out.push(r.key.kind);
-            out.extend_from_slice(&r.key.mode.to_le_bytes());
-            out.extend_from_slice(&r.key.dev.to_le_bytes());
-            out.extend_from_slice(&r.key.ino.to_le_bytes());
-            out.extend_from_slice(&r.key.size.to_le_bytes());
-            out.extend_from_slice(&r.key.mtime_ns.to_le_bytes());
-            out.extend_from_slice(&r.key.ctime_ns.to_le_bytes());
-            out.extend_from_slice(r.digest.as_bytes());
+        out.extend_from_slice(&(offsets.len() as u64).to_le_bytes());
+        for offset in offsets {
+            out.extend_from_slice(record_bytes(&self.data, offset));
         }
         let sum: [u8; 32] = Sha256::digest(&out).into();
         out.extend_from_slice(&sum);
         out
+    }
+}
+
+/// A stat cache being loaded; see [`StatCache::load_in_background`].
+#[derive(Debug)]
+pub struct PendingStatCache(Pending);
+
+#[derive(Debug)]
+enum Pending {
+    Thread(std::thread::JoinHandle<StatCache>),
+    Ready(StatCache),
+}
+
+impl PendingStatCache {
+    /// Waits for the load to finish. Loading never fails (see [`StatCache::load`]); a panic in
+    /// the loading thread is passed on.
+    pub fn wait(self) -> StatCache {
+        match self.0 {
+            Pending::Thread(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Pending::Ready(cache) => cache,
+        }
     }
 }
 
@@ -375,7 +499,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn parse(data: &[u8]) -> Result<HashMap<Box<[u8]>, Record>, &'static str> {
+/// Checks a cache file and indexes its records by their offset in `data`.
+fn parse(data: &[u8]) -> Result<HashTable<usize>, &'static str> {
     if data.len() < HEADER_LEN + 32 {
         return Err("truncated");
     }
@@ -397,29 +522,25 @@ fn parse(data: &[u8]) -> Result<HashMap<Box<[u8]>, Record>, &'static str> {
     if count > (r.data.len() / RECORD_FIXED_LEN) as u64 {
         return Err("record count exceeds file size");
     }
-    let mut records = HashMap::with_capacity(count as usize);
+    let mut table = HashTable::with_capacity(count as usize);
     for _ in 0..count {
+        let offset = body.len() - r.data.len();
         let len = u32::from_le_bytes(r.array()?) as usize;
-        let path: Box<[u8]> = r.take(len)?.into();
-        let key = StatKey {
-            kind: r.array::<1>()?[0],
-            mode: u32::from_le_bytes(r.array()?),
-            dev: u64::from_le_bytes(r.array()?),
-            ino: u64::from_le_bytes(r.array()?),
-            size: u64::from_le_bytes(r.array()?),
-            mtime_ns: i128::from_le_bytes(r.array()?),
-            ctime_ns: i128::from_le_bytes(r.array()?),
-        };
-        if key.kind > 2 {
+        let path = r.take(len)?;
+        let fixed = r.take(RECORD_FIXED_LEN - 4)?;
+        if fixed[0] > 2 {
             return Err("unknown entry kind");
         }
-        let digest = Digest::from_bytes(r.array()?);
-        records.insert(path, Record { key, digest });
+        let hash = path_hash(path);
+        if table.find(hash, |&o| record_path(body, o) == path).is_some() {
+            return Err("duplicate path");
+        }
+        table.insert_unique(hash, offset, |&o| path_hash(record_path(body, o)));
     }
     if !r.data.is_empty() {
         return Err("trailing bytes");
     }
-    Ok(records)
+    Ok(table)
 }
 
 #[cfg(test)]

@@ -453,13 +453,14 @@ fn visit(
 ) -> Result<(), WalkError> {
     let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
     let (excluded, info) = if shared.matcher.is_empty() {
-        (false, MatchInfo::default())
+        Ok((false, MatchInfo::default()))
+    } else if is_dir {
+        shared.matcher.matches_using_parent_results(&rel, &job.info)
     } else {
-        shared
-            .matcher
-            .matches_using_parent_results(&rel, &job.info)
-            .map_err(|source| WalkError::Match { path: rel_path(&rel), source })?
-    };
+        // A file has no children to hand its per-pattern results to.
+        shared.matcher.excludes_using_parent_results(&rel, &job.info).map(|excluded| (excluded, MatchInfo::default()))
+    }
+    .map_err(|source| WalkError::Match { path: rel_path(&rel), source })?;
     if excluded {
         if is_dir && shared.descend.enters(&rel) {
             // Entered for the sake of exceptions; listed only if something inside is included.
@@ -497,10 +498,12 @@ fn visit(
         found.unsupported.push(Unsupported { path: rel_path(&rel), kind });
         return Ok(());
     }
-    if let Some(listed) = to_entry(&entry, &rel, &metadata)? {
-        if file_type.is_dir() {
+    if file_type.is_dir() {
+        if let Some(listed) = to_entry(&entry, rel_path(&rel), &metadata)? {
             subdirs.push(DirJob { abs: entry.path(), rel, info, excluded: false });
+            found.included.push(listed);
         }
+    } else if let Some(listed) = to_entry(&entry, PathBuf::from(OsString::from_vec(rel)), &metadata)? {
         found.included.push(listed);
     }
     Ok(())
@@ -509,13 +512,13 @@ fn visit(
 /// `lstat`s an entry into an [`Entry`]; `None` if it vanished meanwhile.
 fn examine(entry: &DirEntry, rel: &[u8]) -> Result<Option<Entry>, WalkError> {
     match entry.metadata() {
-        Ok(metadata) => to_entry(entry, rel, &metadata),
+        Ok(metadata) => to_entry(entry, rel_path(rel), &metadata),
         Err(source) if vanished(&source) => Ok(None),
         Err(source) => Err(WalkError::Stat { path: entry.path(), source }),
     }
 }
 
-fn to_entry(entry: &DirEntry, rel: &[u8], metadata: &Metadata) -> Result<Option<Entry>, WalkError> {
+fn to_entry(entry: &DirEntry, path: PathBuf, metadata: &Metadata) -> Result<Option<Entry>, WalkError> {
     let file_type = metadata.file_type();
     let (kind, size) = if file_type.is_dir() {
         (EntryKind::Dir, 0)
@@ -534,7 +537,7 @@ fn to_entry(entry: &DirEntry, rel: &[u8], metadata: &Metadata) -> Result<Option<
     };
     let nanos = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
     Ok(Some(Entry {
-        path: rel_path(rel),
+        path,
         kind,
         mode: metadata.mode() & 0o7777,
         size,
@@ -553,8 +556,15 @@ fn to_entry(entry: &DirEntry, rel: &[u8], metadata: &Metadata) -> Result<Option<
 /// fsutil's `ComparePath`: byte order where `/` sorts before every other byte, which is the
 /// order of a depth-first walk with each directory read in name order.
 pub fn path_order(a: &Path, b: &Path) -> Ordering {
-    let key = |c: &u8| if *c == b'/' { 0 } else { *c };
-    a.as_os_str().as_bytes().iter().map(key).cmp(b.as_os_str().as_bytes().iter().map(key))
+    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    // Only the first differing byte decides; finding it is a plain comparison of the prefixes.
+    match a.iter().zip(b).position(|(x, y)| x != y) {
+        Some(i) => {
+            let key = |c: u8| if c == b'/' { 0 } else { c };
+            key(a[i]).cmp(&key(b[i]))
+        }
+        None => a.len().cmp(&b.len()),
+    }
 }
 
 /// Lists the excluded directories above included entries, sorts, and counts.

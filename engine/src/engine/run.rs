@@ -500,8 +500,9 @@ impl Engine {
             if let Some(d) = dockerfile {
                 walker = walker.dockerfile(d);
             }
+            let pending = StatCache::load_in_background(&cache_file);
             let walked = walker.walk().map_err(|e| e.to_string())?;
-            let mut cache = StatCache::load(&cache_file);
+            let mut cache = pending.wait();
             let hashes = hash_context(&r, &walked.entries, Some(&mut cache)).map_err(|e| e.to_string())?;
             if let Some(dir) = cache_file.parent()
                 && std::fs::create_dir_all(dir).is_ok()

@@ -101,19 +101,26 @@ impl Pattern {
                 let suffix = pattern.get(2..).unwrap_or_default();
                 path.ends_with(suffix) || (suffix.first() == Some(&b'/') && path == &suffix[1..])
             }
-            Shape::Regex(go) => {
-                let compiled = self.regex.get_or_init(|| {
-                    let rust = goregex::to_rust(go)?;
-                    regex::Regex::new(&rust).map_err(|e| e.to_string())
-                });
-                match compiled {
-                    Ok(re) => re.is_match(&gostr::go_lossy(path)),
-                    Err(reason) => {
-                        return Err(PatternError::BadRegex { pattern: self.error_text(), reason: reason.clone() });
-                    }
+            Shape::Regex(_) => match self.compiled() {
+                Some(Ok(re)) => re.is_match(&gostr::go_lossy(path)),
+                Some(Err(reason)) => {
+                    return Err(PatternError::BadRegex { pattern: self.error_text(), reason: reason.clone() });
                 }
-            }
+                None => false,
+            },
         })
+    }
+
+    /// The regular expression of a [`Shape::Regex`] pattern, compiled on first use (or why it
+    /// does not compile); `None` for the other shapes.
+    fn compiled(&self) -> Option<&Result<regex::Regex, String>> {
+        let Shape::Regex(go) = &self.shape else {
+            return None;
+        };
+        Some(self.regex.get_or_init(|| {
+            let rust = goregex::to_rust(go)?;
+            regex::Regex::new(&rust).map_err(|e| e.to_string())
+        }))
     }
 }
 
@@ -130,6 +137,55 @@ pub struct MatchInfo {
 pub struct PatternMatcher {
     patterns: Vec<Pattern>,
     exclusions: bool,
+    batch: OnceLock<RegexBatch>,
+}
+
+/// The regular-expression patterns that compile, matched together in one pass over a path: a
+/// context with dozens of `*.ext` patterns would otherwise scan each path once per pattern.
+/// A pattern whose expression does not compile stays out, so that its error is still raised only
+/// when matching reaches it.
+#[derive(Debug)]
+struct RegexBatch {
+    set: regex::RegexSet,
+    /// Each pattern's index in `set`, if it is in it.
+    slots: Vec<Option<usize>>,
+}
+
+impl RegexBatch {
+    fn new(patterns: &[Pattern]) -> Self {
+        let mut sources = Vec::new();
+        let slots = patterns
+            .iter()
+            .map(|pattern| {
+                let source = pattern.compiled()?.as_ref().ok()?.as_str();
+                sources.push(source);
+                Some(sources.len() - 1)
+            })
+            .collect();
+        // Every member compiled on its own, so the set compiles unless it outgrows the default
+        // size limit; then each pattern is matched alone, with the same answers.
+        match regex::RegexSet::new(&sources) {
+            Ok(set) => Self { set, slots },
+            Err(_) => Self { set: regex::RegexSet::empty(), slots: vec![None; patterns.len()] },
+        }
+    }
+}
+
+/// One path's matches against a [`RegexBatch`], computed on first need.
+struct PathMatches<'a> {
+    path: &'a [u8],
+    batch: &'a RegexBatch,
+    hits: Option<regex::SetMatches>,
+}
+
+impl PathMatches<'_> {
+    fn is_match(&mut self, index: usize, pattern: &Pattern) -> Result<bool, PatternError> {
+        let Some(slot) = self.batch.slots[index] else {
+            return pattern.is_match(self.path);
+        };
+        let hits = self.hits.get_or_insert_with(|| self.batch.set.matches(&gostr::go_lossy(self.path)));
+        Ok(hits.matched(slot))
+    }
 }
 
 impl PatternMatcher {
@@ -164,7 +220,7 @@ impl PatternMatcher {
             let shape = glob::compile(&cleaned);
             compiled.push(Pattern { cleaned, dirs, exclusion, shape, regex: OnceLock::new() });
         }
-        Ok(Self { patterns: compiled, exclusions })
+        Ok(Self { patterns: compiled, exclusions, batch: OnceLock::new() })
     }
 
     /// The compiled patterns, in order.
@@ -175,6 +231,10 @@ impl PatternMatcher {
     /// Whether any pattern is a `!` exception.
     pub fn has_exclusions(&self) -> bool {
         self.exclusions
+    }
+
+    fn path_matches<'a>(&'a self, path: &'a [u8]) -> PathMatches<'a> {
+        PathMatches { path, batch: self.batch.get_or_init(|| RegexBatch::new(&self.patterns)), hits: None }
     }
 
     /// Whether there are no patterns at all (nothing is ever matched).
@@ -212,11 +272,12 @@ impl PatternMatcher {
         let file = file.as_ref();
         let parent = gostr::dir(file);
         let mut matched = false;
-        for pattern in &self.patterns {
+        let mut lazy = self.path_matches(file);
+        for (i, pattern) in self.patterns.iter().enumerate() {
             if pattern.exclusion != matched {
                 continue;
             }
-            let mut hit = pattern.is_match(file)?;
+            let mut hit = lazy.is_match(i, pattern)?;
             if !hit && parent != b"." {
                 hit = ancestor_matches(pattern, &parent);
             }
@@ -236,20 +297,36 @@ impl PatternMatcher {
         file: impl AsRef<[u8]>,
         parent: &MatchInfo,
     ) -> Result<(bool, MatchInfo), PatternError> {
-        let file = file.as_ref();
+        let mut info = vec![false; self.patterns.len()];
+        let matched = self.match_with_parent_results(file.as_ref(), parent, Some(&mut info))?;
+        Ok((matched, MatchInfo { parent_matched: info }))
+    }
+
+    /// [`Self::matches_using_parent_results`] for a path whose children are never matched (a
+    /// file): the same answer without building its [`MatchInfo`].
+    pub fn excludes_using_parent_results(&self, file: impl AsRef<[u8]>, parent: &MatchInfo) -> Result<bool, PatternError> {
+        self.match_with_parent_results(file.as_ref(), parent, None)
+    }
+
+    fn match_with_parent_results(
+        &self,
+        file: &[u8],
+        parent: &MatchInfo,
+        mut info: Option<&mut [bool]>,
+    ) -> Result<bool, PatternError> {
         let known = &parent.parent_matched;
         if !known.is_empty() && known.len() != self.patterns.len() {
             return Err(PatternError::MatchInfoMismatch);
         }
         let mut matched = false;
-        let mut info = vec![false; self.patterns.len()];
+        let mut lazy = self.path_matches(file);
         for (i, pattern) in self.patterns.iter().enumerate() {
             let mut hit = known.get(i).copied().unwrap_or(false);
             if !hit {
                 if pattern.exclusion != matched {
                     continue;
                 }
-                hit = pattern.is_match(file)?;
+                hit = lazy.is_match(i, pattern)?;
                 if !hit && known.is_empty() {
                     let parent = gostr::dir(file);
                     if parent != b"." {
@@ -257,12 +334,14 @@ impl PatternMatcher {
                     }
                 }
             }
-            info[i] = hit;
+            if let Some(info) = info.as_deref_mut() {
+                info[i] = hit;
+            }
             if hit {
                 matched = !pattern.exclusion;
             }
         }
-        Ok((matched, MatchInfo { parent_matched: info }))
+        Ok(matched)
     }
 }
 
