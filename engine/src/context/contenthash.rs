@@ -27,6 +27,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
+use std::hash::BuildHasher;
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
@@ -36,7 +37,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry as TableEntry;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use sha2::{Digest as _, Sha256};
 
 use super::statcache::{StatCache, StatKey, now_ns};
@@ -166,12 +169,12 @@ impl ContextHashes {
 
     /// The digests of the entry at `path` (relative to the context root, no symlink resolution).
     pub fn get(&self, path: &Path) -> Option<&PathDigest> {
-        self.tree.index.get(path.as_os_str().as_bytes()).map(|&i| &self.tree.nodes[i].result)
+        self.tree.find(path.as_os_str().as_bytes()).map(|i| &self.tree.nodes[i].result)
     }
 
     /// Every entry's path and digests, in no particular order (the root is not included).
     pub fn iter(&self) -> impl Iterator<Item = (&Path, &PathDigest)> {
-        self.tree.nodes[1..].iter().map(|n| (n.path.as_path(), &n.result))
+        self.tree.nodes[1..].iter().map(|n| (Path::new(OsStr::from_bytes(self.tree.text(n.path))), &n.result))
     }
 
     /// What the hashing run did.
@@ -184,14 +187,14 @@ impl ContextHashes {
     /// `follow_links`. A directory gives its contents digest.
     pub fn checksum(&self, path: &Path, follow_links: bool) -> Result<Digest, HashError> {
         let resolved = resolve(path, follow_links, |p| {
-            Ok(match self.tree.index.get(p).map(|&i| &self.tree.nodes[i].kind) {
+            Ok(match self.tree.find(p).map(|i| &self.tree.nodes[i].kind) {
                 None => Lookup::Missing,
-                Some(NodeKind::Symlink(target)) => Lookup::Symlink(target.clone()),
+                Some(NodeKind::Symlink(target)) => Lookup::Symlink(self.tree.text(*target).to_vec()),
                 Some(_) => Lookup::Other,
             })
         })?;
-        match self.tree.index.get(resolved.as_slice()) {
-            Some(&i) => Ok(self.tree.nodes[i].result.digest),
+        match self.tree.find(&resolved) {
+            Some(i) => Ok(self.tree.nodes[i].result.digest),
             None => Err(HashError::NotFound { path: path.to_owned() }),
         }
     }
@@ -458,25 +461,50 @@ fn resolve(
     Ok(current.join(&b'/'))
 }
 
+/// A run of bytes in [`Tree::text`].
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
 #[derive(Debug, Clone)]
 enum NodeKind {
     Dir,
     File,
-    Symlink(Vec<u8>),
+    /// The link's target.
+    Symlink(Span),
 }
 
 #[derive(Debug, Clone)]
 struct Node {
-    path: PathBuf,
+    path: Span,
     kind: NodeKind,
     result: PathDigest,
 }
 
-/// A hashed tree: `nodes[0]` is the root, `index` maps `/`-joined relative path bytes to nodes.
+/// A hashed tree: `nodes[0]` is the root. Paths (`/`-joined, relative) and symlink targets live
+/// in one buffer and `index` finds a node by path, so a tree of 50,000 entries costs a handful
+/// of allocations rather than 100,000.
 #[derive(Debug, Clone)]
 struct Tree {
     nodes: Vec<Node>,
-    index: FxHashMap<Vec<u8>, usize>,
+    text: Vec<u8>,
+    index: HashTable<usize>,
+}
+
+fn path_hash(path: &[u8]) -> u64 {
+    FxBuildHasher.hash_one(path)
+}
+
+impl Tree {
+    fn text(&self, span: Span) -> &[u8] {
+        &self.text[span.start..span.start + span.len]
+    }
+
+    fn find(&self, path: &[u8]) -> Option<usize> {
+        self.index.find(path_hash(path), |&i| self.text(self.nodes[i].path) == path).copied()
+    }
 }
 
 /// The root directory's header record.
@@ -500,15 +528,19 @@ fn hash_tree(
     cache: Option<&mut StatCache>,
 ) -> Result<(Tree, HashStats), HashError> {
     let n = entries.len() + 1;
-    let mut index: FxHashMap<Vec<u8>, usize> = FxHashMap::with_capacity_and_hasher(n, Default::default());
-    index.insert(Vec::new(), 0);
+    let path_of = |i: usize| -> &[u8] { if i == 0 { b"" } else { entries[i - 1].path.as_os_str().as_bytes() } };
+    let mut index: HashTable<usize> = HashTable::with_capacity(n);
+    index.insert_unique(path_hash(b""), 0, |&i| path_hash(path_of(i)));
     for (i, e) in entries.iter().enumerate() {
         let bytes = e.path.as_os_str().as_bytes();
         if !valid_entry_path(bytes) {
             return Err(HashError::InvalidEntryPath { path: e.path.clone() });
         }
-        if index.insert(bytes.to_vec(), i + 1).is_some() {
-            return Err(HashError::DuplicateEntry { path: e.path.clone() });
+        match index.entry(path_hash(bytes), |&j| path_of(j) == bytes, |&j| path_hash(path_of(j))) {
+            TableEntry::Occupied(_) => return Err(HashError::DuplicateEntry { path: e.path.clone() }),
+            TableEntry::Vacant(slot) => {
+                slot.insert(i + 1);
+            }
         }
     }
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -519,7 +551,10 @@ fn hash_tree(
             Some(slash) => &bytes[..slash],
             None => &[][..],
         };
-        let parent_idx = index.get(parent).copied().filter(|&p| p == 0 || entries[p - 1].kind == EntryKind::Dir);
+        let parent_idx = index
+            .find(path_hash(parent), |&j| path_of(j) == parent)
+            .copied()
+            .filter(|&p| p == 0 || entries[p - 1].kind == EntryKind::Dir);
         let Some(p) = parent_idx else {
             return Err(HashError::MissingParent {
                 path: e.path.clone(),
@@ -617,27 +652,34 @@ fn hash_tree(
     }
 
     let mut nodes = Vec::with_capacity(n);
+    let mut text = Vec::with_capacity(entries.iter().map(|e| e.path.as_os_str().len()).sum());
+    let mut keep = |bytes: &[u8]| {
+        let span = Span { start: text.len(), len: bytes.len() };
+        text.extend_from_slice(bytes);
+        span
+    };
     let root_contents = contents[0].unwrap_or_else(|| Digest::of(b""));
     nodes.push(Node {
-        path: PathBuf::new(),
+        path: keep(b""),
         kind: NodeKind::Dir,
         result: PathDigest { digest: root_contents, dir_header: leaf[0] },
     });
     for (i, e) in entries.iter().enumerate() {
         let header = leaf[i + 1].unwrap_or_else(|| Digest::of(b""));
+        let path = keep(e.path.as_os_str().as_bytes());
         let (kind, result) = match &e.kind {
             EntryKind::Dir => {
                 (NodeKind::Dir, PathDigest { digest: contents[i + 1].unwrap_or(header), dir_header: Some(header) })
             }
             EntryKind::File => (NodeKind::File, PathDigest { digest: header, dir_header: None }),
             EntryKind::Symlink { target } => (
-                NodeKind::Symlink(target.as_os_str().as_bytes().to_vec()),
+                NodeKind::Symlink(keep(target.as_os_str().as_bytes())),
                 PathDigest { digest: header, dir_header: None },
             ),
         };
-        nodes.push(Node { path: e.path.clone(), kind, result });
+        nodes.push(Node { path, kind, result });
     }
-    Ok((Tree { nodes, index }, stats))
+    Ok((Tree { nodes, text, index }, stats))
 }
 
 /// Runs `f(0..n)` on all cores, each worker with its own read buffer; returns the results in
