@@ -394,4 +394,18 @@ fn stat_cache_skips_unchanged_files_and_rehashes_changed_ones() {
     cache.save(&cache_file).unwrap();
     assert_ne!(ino(&cache_file), before.0);
     assert_eq!(StatCache::load(&cache_file).len(), entry_count - 1);
+
+    // A deleted file leaves the cache, though nothing new was hashed.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut cache = StatCache::load(&cache_file).with_racy_window(window);
+    fs::remove_file(root.join("many/f3")).unwrap();
+    let fifth = hash_context(&root, &walk(&root), Some(&mut cache)).unwrap();
+    assert_eq!(fifth.stats().files_hashed, 1, "only the file that was racy is read");
+    assert_eq!(fifth.stats().headers_hashed, 1, "and the directory whose mtime changed");
+    assert!(fifth.get(Path::new("many/f3")).is_none());
+    cache.save(&cache_file).unwrap();
+    let saved = StatCache::load(&cache_file).with_racy_window(window);
+    assert_eq!(saved.len(), entry_count - 2, "f3 gone, `many` racy (just modified), f7 back");
+    let racy: Vec<_> = walk(&root).into_iter().filter(|e| saved.lookup(e).is_none()).map(|e| e.path).collect();
+    assert_eq!(racy, [Path::new("many")]);
 }

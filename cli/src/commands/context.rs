@@ -242,7 +242,7 @@ fn hash(args: HashArgs) -> Result<ExitCode> {
         Some(stat_cache_file(&state_dir(args.state_dir.as_deref())?, &args.dir)?)
     };
     let pending = cache_file.as_deref().map(StatCache::load_in_background);
-    let walked = walker(&args.dir, args.dockerfile.as_deref()).walk()?;
+    let walked = walker(&args.dir, args.dockerfile.as_deref()).count_excluded_bytes(false).walk()?;
     let root = args.dir.canonicalize().with_context(|| format!("context {}", args.dir.display()))?;
     let mut cache = pending.map(PendingStatCache::wait);
     let hashes = hash_context(&root, &walked.entries, cache.as_mut())?;

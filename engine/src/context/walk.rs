@@ -185,6 +185,7 @@ pub struct Walker {
     dockerfile: Option<PathBuf>,
     patterns: Option<Vec<Vec<u8>>>,
     threads: usize,
+    count_excluded_bytes: bool,
 }
 
 impl Walker {
@@ -192,7 +193,7 @@ impl Walker {
     /// [`Self::patterns`], `root/.dockerignore` applies if it exists.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Self { root: root.into(), dockerfile: None, patterns: None, threads }
+        Self { root: root.into(), dockerfile: None, patterns: None, threads, count_excluded_bytes: true }
     }
 
     /// The Dockerfile being built (relative to the root unless absolute): its
@@ -210,6 +211,15 @@ impl Walker {
         S: AsRef<[u8]>,
     {
         self.patterns = Some(patterns.into_iter().map(|p| p.as_ref().to_vec()).collect());
+        self
+    }
+
+    /// Whether to `lstat` excluded files to count their bytes in [`WalkResult::excluded`]
+    /// (default: yes). Without it `excluded.bytes` stays 0 and an excluded file costs no system
+    /// call beyond reading its directory: worth it when only the included entries matter, as
+    /// when hashing a context.
+    pub fn count_excluded_bytes(mut self, count: bool) -> Self {
+        self.count_excluded_bytes = count;
         self
     }
 
@@ -240,7 +250,7 @@ impl Walker {
         };
         let matcher = PatternMatcher::new(&patterns)
             .map_err(|source| WalkError::Patterns { from: ignore_file.clone(), source })?;
-        let walked = walk_tree(&root, &matcher, self.threads)?;
+        let walked = walk_tree(&root, &matcher, self.threads, self.count_excluded_bytes)?;
         let mut result = assemble(walked);
         result.ignore_file = ignore_file;
         result.patterns = patterns;
@@ -319,16 +329,19 @@ struct Found {
 
 struct Shared<'a> {
     matcher: &'a PatternMatcher,
+    /// Whether excluded files are `lstat`ed for their size.
+    sizes: bool,
     descend: Descend,
     queue: Mutex<Queue>,
     wake: Condvar,
     abort: AtomicBool,
 }
 
-fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize) -> Result<Found, WalkError> {
+fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize, sizes: bool) -> Result<Found, WalkError> {
     let root_job = DirJob { abs: root.to_owned(), rel: Vec::new(), info: MatchInfo::default(), excluded: false };
     let shared = Shared {
         matcher,
+        sizes,
         descend: Descend::new(matcher),
         queue: Mutex::new(Queue { jobs: vec![root_job], busy: 0 }),
         wake: Condvar::new(),
@@ -469,7 +482,11 @@ fn visit(
             }
             subdirs.push(DirJob { abs: entry.path(), rel, info, excluded: true });
         } else {
-            let size = if is_dir { 0 } else { entry.metadata().map_or(0, |m| if m.is_file() { m.len() } else { 0 }) };
+            let size = if is_dir || !shared.sizes {
+                0
+            } else {
+                entry.metadata().map_or(0, |m| if m.is_file() { m.len() } else { 0 })
+            };
             found.excluded.add(size);
         }
         return Ok(());
@@ -557,11 +574,17 @@ fn to_entry(entry: &DirEntry, path: PathBuf, metadata: &Metadata) -> Result<Opti
 /// order of a depth-first walk with each directory read in name order.
 pub fn path_order(a: &Path, b: &Path) -> Ordering {
     let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
-    // Only the first differing byte decides; finding it is a plain comparison of the prefixes.
-    match a.iter().zip(b).position(|(x, y)| x != y) {
-        Some(i) => {
+    // Only the first differing byte decides. Neighbours in a sort share long prefixes, so the
+    // prefix is skipped eight bytes at a time.
+    let common = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= common && a[i..i + 8] == b[i..i + 8] {
+        i += 8;
+    }
+    match a[i..common].iter().zip(&b[i..common]).position(|(x, y)| x != y) {
+        Some(d) => {
             let key = |c: u8| if c == b'/' { 0 } else { c };
-            key(a[i]).cmp(&key(b[i]))
+            key(a[i + d]).cmp(&key(b[i + d]))
         }
         None => a.len().cmp(&b.len()),
     }

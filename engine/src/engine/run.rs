@@ -496,7 +496,8 @@ impl Engine {
             .join(format!("{:x}", Sha256::digest(root.as_os_str().as_encoded_bytes())));
         let r = root.clone();
         let scanned = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let mut walker = Walker::new(&r);
+            // The build logs excluded entries, never their bytes.
+            let mut walker = Walker::new(&r).count_excluded_bytes(false);
             if let Some(d) = dockerfile {
                 walker = walker.dockerfile(d);
             }

@@ -304,7 +304,11 @@ impl PatternMatcher {
 
     /// [`Self::matches_using_parent_results`] for a path whose children are never matched (a
     /// file): the same answer without building its [`MatchInfo`].
-    pub fn excludes_using_parent_results(&self, file: impl AsRef<[u8]>, parent: &MatchInfo) -> Result<bool, PatternError> {
+    pub fn excludes_using_parent_results(
+        &self,
+        file: impl AsRef<[u8]>,
+        parent: &MatchInfo,
+    ) -> Result<bool, PatternError> {
         self.match_with_parent_results(file.as_ref(), parent, None)
     }
 

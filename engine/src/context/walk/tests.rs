@@ -71,6 +71,17 @@ fn plain_exceptions_enter_only_their_ancestors() {
 }
 
 #[test]
+fn excluded_bytes_can_go_uncounted() {
+    let dir = tree(&[("src/keep/a", "a"), ("src/drop", "dd"), ("other/x", "x"), ("top", "t")]);
+    let counted = Walker::new(dir.path()).patterns(["*", "!src/keep"]).walk().unwrap();
+    let uncounted = Walker::new(dir.path()).patterns(["*", "!src/keep"]).count_excluded_bytes(false).walk().unwrap();
+    assert_eq!(counted.excluded, Stats { entries: 3, bytes: 3 });
+    assert_eq!(uncounted.excluded, Stats { entries: 3, bytes: 0 });
+    assert_eq!(uncounted.entries, counted.entries);
+    assert_eq!(uncounted.included, counted.included);
+}
+
+#[test]
 fn glob_exceptions_enter_every_excluded_directory() {
     let dir = tree(&[("node_modules/a/README.md", "r"), ("node_modules/a/index.js", "i"), ("x.md", "x")]);
     let result = walk(dir.path(), &["node_modules", "!**/*.md"]);
