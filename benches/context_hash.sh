@@ -7,7 +7,8 @@
 # and the Rust toolchain directory (`rustc --print sysroot`), or $CONTEXT_BENCH_TREE.
 # For each tree, with hyperfine, files in the page cache (one warm-up run first):
 #   cold:  `nullspace context hash --no-stat-cache` vs `find | xargs -0 -P2 openssl dgst -sha256`
-#          vs `tar -cf - | sha256sum`;
+#          vs `tar -cf - | sha256sum`, and reading every file without hashing
+#          (`xargs -P2 cat`: the floor any tool that reads the files pays);
 #   warm:  `nullspace context hash` with its stat cache vs `git status` on the same tree indexed
 #          in a separate git dir (blobs hashed with --info-only, so nothing is copied);
 #   touch: both again after `touch` of 1% of the files before each run;
@@ -65,7 +66,8 @@ bench_tree() {
         -n nullspace "$bin context hash --no-stat-cache $tree" >&2
     hyperfine --warmup 1 --runs "$runs" --export-json "$out/cold-tools.json" \
         -n openssl "find $tree -type f -print0 | xargs -0 -P2 openssl dgst -sha256 >/dev/null" \
-        -n tar "tar -cf - $tree 2>/dev/null | sha256sum" >&2
+        -n tar "tar -cf - $tree 2>/dev/null | sha256sum" \
+        -n read "find $tree -type f -print0 | xargs -0 -P2 cat >/dev/null" >&2
 
     local gitdir="$work/git-$name"
     git_index "$tree" "$gitdir"

@@ -38,6 +38,8 @@ def tree_section(name, d):
         f"| {cold['openssl'][0] / ns:.2f}× | ≥ 1.5× |",
         f"| cold hash vs `tar -cf - … \\| sha256sum` | {fmt(cold['nullspace'])} | {fmt(cold['tar'])} "
         f"| {cold['tar'][0] / ns:.2f}× | far ahead |",
+        f"| cold hash vs only reading the files (`xargs -P2 cat`, no hashing) | {fmt(cold['nullspace'])} "
+        f"| {fmt(cold['read'])} | {cold['read'][0] / ns:.2f}× | (the floor) |",
         f"| warm re-hash (stat cache) vs `git status` | {fmt(warm['nullspace'])} | {fmt(warm['git'])} "
         f"| {warm['git'][0] / warm['nullspace'][0]:.2f}× | ≥ 1× |",
     ]
