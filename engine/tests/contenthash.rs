@@ -409,3 +409,25 @@ fn stat_cache_skips_unchanged_files_and_rehashes_changed_ones() {
     let racy: Vec<_> = walk(&root).into_iter().filter(|e| saved.lookup(e).is_none()).map(|e| e.path).collect();
     assert_eq!(racy, [Path::new("many")]);
 }
+
+#[test]
+fn entry_order_does_not_change_any_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    basic_tree(root);
+    for name in ["a", "a-b", "a/b", "ab", "a.b/c"] {
+        fs::create_dir_all(root.join("tree").join(name)).unwrap();
+        file(root, &format!("tree/{name}/f"), name, 0o644);
+    }
+    let mut entries = walk(root);
+    entries.sort_by(|a, b| nullspace_engine::context::walk::path_order(&a.path, &b.path));
+    let sorted = hash_context(root, &entries, None).unwrap();
+    entries.reverse();
+    let reversed = hash_context(root, &entries, None).unwrap();
+    assert_eq!(all_digests(&sorted), all_digests(&reversed));
+    // And the directory with the tricky sibling names hashes as when read from disk, which
+    // never sees this entry list.
+    let options = ChecksumOptions { ownership: Ownership::Reset, ..Default::default() };
+    let on_disk = checksum_path(root, Path::new("tree"), &options).unwrap();
+    assert_eq!(sorted.get(Path::new("tree")).unwrap().digest, on_disk);
+}

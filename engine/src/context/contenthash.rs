@@ -43,6 +43,7 @@ use rustc_hash::{FxBuildHasher, FxHashMap};
 use sha2::{Digest as _, Sha256};
 
 use super::statcache::{StatCache, StatKey, now_ns};
+use super::walk::path_order;
 use super::{Entry, EntryKind, StatInfo};
 use crate::cas::Digest;
 
@@ -543,26 +544,21 @@ fn hash_tree(
             }
         }
     }
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut depth = vec![0usize; n];
-    for (i, e) in entries.iter().enumerate() {
+    for e in entries {
         let bytes = e.path.as_os_str().as_bytes();
         let parent = match bytes.iter().rposition(|&b| b == b'/') {
             Some(slash) => &bytes[..slash],
             None => &[][..],
         };
-        let parent_idx = index
+        let parent_is_dir = index
             .find(path_hash(parent), |&j| path_of(j) == parent)
-            .copied()
-            .filter(|&p| p == 0 || entries[p - 1].kind == EntryKind::Dir);
-        let Some(p) = parent_idx else {
+            .is_some_and(|&p| p == 0 || entries[p - 1].kind == EntryKind::Dir);
+        if !parent_is_dir {
             return Err(HashError::MissingParent {
                 path: e.path.clone(),
                 parent: PathBuf::from(OsStr::from_bytes(parent)),
             });
-        };
-        children[p].push(i + 1);
-        depth[i + 1] = bytes.iter().filter(|&&b| b == b'/').count() + 1;
+        }
     }
 
     let mut stats = HashStats::default();
@@ -624,31 +620,54 @@ fn hash_tree(
         cache.update(&carried, computed);
     }
 
-    // Directory contents, deepest first so that every child directory is done before its parent.
+    // Directory contents in one pass over the entries in path order: there every directory's
+    // subtree is contiguous and its children come in byte order of their names, which is the
+    // order the contents hash wants. A stack holds the directories still open.
     let mut contents: Vec<Option<Digest>> = vec![None; n];
-    let mut dirs: Vec<usize> =
-        std::iter::once(0).chain((1..n).filter(|&i| entries[i - 1].kind == EntryKind::Dir)).collect();
-    dirs.sort_by_key(|&i| std::cmp::Reverse(depth[i]));
-    let name_of = |i: usize| -> &[u8] {
-        let bytes = entries[i - 1].path.as_os_str().as_bytes();
-        match bytes.iter().rposition(|&b| b == b'/') {
-            Some(slash) => &bytes[slash + 1..],
-            None => bytes,
-        }
-    };
-    for d in dirs {
-        let kids = &mut children[d];
-        kids.sort_by(|&a, &b| name_of(a).cmp(name_of(b)));
+    let sorted: Option<Vec<usize>> = (!entries.is_sorted_by(|a, b| path_order(&a.path, &b.path).is_le())).then(|| {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_unstable_by(|&a, &b| path_order(&entries[a].path, &entries[b].path));
+        order
+    });
+    let name_of = |path: &'_ [u8]| -> usize { path.iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1) };
+    let open_dir = |header: Option<Digest>| {
         let mut h = Sha256::new();
         h.update(b"\0");
-        h.update(leaf[d].unwrap_or_else(|| Digest::of(b"")).to_prefixed_bytes());
-        for &c in kids.iter() {
-            h.update(b"\0");
-            h.update(name_of(c));
-            let child = contents[c].or(leaf[c]).unwrap_or_else(|| Digest::of(b""));
-            h.update(child.to_prefixed_bytes());
+        h.update(header.unwrap_or_else(|| Digest::of(b"")).to_prefixed_bytes());
+        h
+    };
+    let add_child = |h: &mut Sha256, path: &[u8], digest: Digest| {
+        h.update(b"\0");
+        h.update(&path[name_of(path)..]);
+        h.update(digest.to_prefixed_bytes());
+    };
+    let mut open: Vec<(usize, Sha256)> = vec![(0, open_dir(leaf[0]))];
+    let close_top = |open: &mut Vec<(usize, Sha256)>, contents: &mut Vec<Option<Digest>>| {
+        if let Some((d, h)) = open.pop() {
+            let digest = Digest::from_hasher(h);
+            contents[d] = Some(digest);
+            if let Some((_, parent)) = open.last_mut() {
+                add_child(parent, path_of(d), digest);
+            }
         }
-        contents[d] = Some(Digest::from_hasher(h));
+    };
+    for k in 0..entries.len() {
+        let i = sorted.as_ref().map_or(k, |order| order[k]) + 1;
+        let path = path_of(i);
+        let parent = &path[..name_of(path).saturating_sub(1)];
+        // The parent was checked to be listed, and it sorts before its children, so it is open.
+        while open.last().is_some_and(|&(d, _)| path_of(d) != parent) && open.len() > 1 {
+            close_top(&mut open, &mut contents);
+        }
+        let digest = leaf[i].unwrap_or_else(|| Digest::of(b""));
+        if entries[i - 1].kind == EntryKind::Dir {
+            open.push((i, open_dir(Some(digest))));
+        } else if let Some((_, h)) = open.last_mut() {
+            add_child(h, path, digest);
+        }
+    }
+    while !open.is_empty() {
+        close_top(&mut open, &mut contents);
     }
 
     let mut nodes = Vec::with_capacity(n);
