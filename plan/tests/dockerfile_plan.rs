@@ -353,8 +353,8 @@ fn plan_digest_is_stable_and_covers_content() {
     let a = planned("FROM busybox\nRUN echo a\n");
     let b = planned("FROM busybox\nRUN echo a\n");
     let c = planned("FROM busybox\nRUN echo b\n");
-    assert_eq!(a.plan_digest, b.plan_digest);
-    assert_ne!(a.plan_digest, c.plan_digest);
+    assert_eq!(a.plan_digest(), b.plan_digest());
+    assert_ne!(a.plan_digest(), c.plan_digest());
     // The digest is sha256 of the canonical JSON, checked here with an independent hasher run.
     let canonical = a.canonical_json();
     let mut child = std::process::Command::new("sha256sum")
@@ -365,7 +365,7 @@ fn plan_digest_is_stable_and_covers_content() {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&canonical).unwrap();
     let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-    assert_eq!(a.plan_digest, format!("sha256:{}", &out[..64]));
+    assert_eq!(a.plan_digest(), format!("sha256:{}", &out[..64]));
 }
 
 #[test]

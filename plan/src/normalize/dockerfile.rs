@@ -23,6 +23,7 @@ use crate::dockerfile::shell::{EnvGetter, Lex};
 use crate::plan::{Command, CopyFrom, Healthcheck, Heredoc, Mount, Op, PlanStep, Stage};
 use crate::reference::{BaseImage, ImageRef};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 /// Variables a base image commonly defines, which offline planning cannot see.
@@ -64,7 +65,8 @@ impl EnvGetter for EnvList {
 }
 
 struct Ctx<'a> {
-    file: &'a str,
+    /// Shared by every span, so that a span costs no allocation.
+    file: Arc<str>,
     lines: Vec<&'a str>,
     lex: Lex,
     linter: Linter,
@@ -77,7 +79,7 @@ impl Ctx<'_> {
             .filter(|n| !n.is_empty())
             .and_then(|n| line.checked_sub(1).and_then(|i| <[&str]>::get(&self.lines, i)).and_then(|text| text.find(n)))
             .map_or(1, |byte| self.lines[line - 1][..byte].chars().count() + 1);
-        Span::Dockerfile { file: self.file.to_string(), line, column, end_line: end_line.max(line) }
+        Span::Dockerfile { file: Arc::clone(&self.file), line, column, end_line: end_line.max(line) }
     }
 
     fn meta_span(&self, meta: &CommandMeta, needle: Option<&str>) -> Span {
@@ -123,13 +125,22 @@ fn format_platform((os, arch, variant): &(String, String, String)) -> String {
 }
 
 fn is_secret_key(key: &str) -> bool {
-    let tokens: Vec<String> = key.split('_').map(str::to_ascii_lowercase).collect();
-    tokens.iter().any(|t| SECRET_TOKENS.contains(&t.as_str()))
-        && !tokens.iter().any(|t| SECRET_ALLOW_TOKENS.contains(&t.as_str()))
+    let listed = |list: &[&str]| key.split('_').any(|t| list.iter().any(|w| w.eq_ignore_ascii_case(t)));
+    listed(SECRET_TOKENS) && !listed(SECRET_ALLOW_TOKENS)
+}
+
+/// Whether `word` is unchanged by Go's `strings.ToLower`, checked without allocating for ASCII.
+fn is_lowercase(word: &str) -> bool {
+    if word.is_ascii() { !word.bytes().any(|b| b.is_ascii_uppercase()) } else { word == word.to_lowercase() }
+}
+
+/// Whether `word` is unchanged by Go's `strings.ToUpper`, checked without allocating for ASCII.
+fn is_uppercase(word: &str) -> bool {
+    if word.is_ascii() { !word.bytes().any(|b| b.is_ascii_lowercase()) } else { word == word.to_uppercase() }
 }
 
 fn self_consistent(word: &str) -> bool {
-    word == word.to_lowercase() || word == word.to_uppercase()
+    is_lowercase(word) || is_uppercase(word)
 }
 
 /// Where a `--from` or mount `from=` points.
@@ -164,7 +175,7 @@ pub(super) fn normalize(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Stage> {
     let mut ctx = Ctx {
-        file,
+        file: file.into(),
         lines: text.lines().collect(),
         lex: Lex::new('\\'),
         linter: Linter::default(),
@@ -267,8 +278,7 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
 fn check_malformed_json(ast: &parser::Node, ctx: &mut Ctx<'_>) {
     const JSON_FORMS: &[&str] = &["cmd", "entrypoint", "run", "shell", "volume", "copy", "add"];
     for node in &ast.children {
-        let keyword = node.value.to_ascii_lowercase();
-        if node.json || !JSON_FORMS.contains(&keyword.as_str()) {
+        if node.json || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value)) {
             continue;
         }
         let rest = node.original.trim_start();
@@ -280,7 +290,7 @@ fn check_malformed_json(ast: &parser::Node, ctx: &mut Ctx<'_>) {
                 "MalformedJson",
                 format!(
                     "{} arguments look like a JSON array but are not valid JSON, so they would run in shell form",
-                    keyword.to_uppercase()
+                    node.value.to_ascii_uppercase()
                 ),
                 span,
             )
@@ -484,16 +494,12 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             stages.iter().flat_map(|s| std::iter::once(&s.meta).chain(s.commands.iter().map(Instr::meta))).collect();
         for meta in &keywords {
             if self_consistent(&meta.keyword) {
-                if meta.keyword == meta.keyword.to_lowercase() { lower += 1 } else { upper += 1 }
+                if is_lowercase(&meta.keyword) { lower += 1 } else { upper += 1 }
             }
         }
         let majority_lower = lower > upper;
         for meta in &keywords {
-            let wrong = if majority_lower {
-                meta.keyword != meta.keyword.to_lowercase()
-            } else {
-                meta.keyword != meta.keyword.to_uppercase()
-            };
+            let wrong = if majority_lower { !is_lowercase(&meta.keyword) } else { !is_uppercase(&meta.keyword) };
             if wrong {
                 let casing = if majority_lower { "lowercase" } else { "uppercase" };
                 let span = self.ctx.meta_span(meta, Some(&meta.keyword));
@@ -821,6 +827,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             Some(FromTarget::Image(r)) if r == "scratch" => StageState::fresh(false),
             _ => StageState::fresh(true),
         };
+        state.steps.reserve_exact(stage.commands.len());
         for command in &stage.commands {
             if let Some(op) = self.dispatch(command, &mut state, plan_index) {
                 let span = self.ctx.meta_span(command.meta(), None);
@@ -1089,21 +1096,19 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         let meta = &c.meta;
         let mut mounts = Vec::new();
         for mount in &c.mounts {
-            let parsed = match &mount.parsed {
-                Some(m) => Ok(m.clone()),
-                None => {
-                    let env = state.env.clone();
-                    let lex = self.ctx.lex;
-                    let mut unmatched = BTreeSet::new();
-                    let result = instructions::parse_mount(&mount.raw, &mut |word: &str| {
-                        let e = lex.process_word_with_matches(word, &env);
-                        unmatched.extend(e.unmatched);
-                        e.value.map_err(|err| err.to_string())
-                    });
-                    self.report_undefined(&unmatched, state, meta);
-                    result
-                }
-            };
+            if let Some(m) = &mount.parsed {
+                mounts.push(plan_mount(m, mounts.len()));
+                continue;
+            }
+            let env = &state.env;
+            let lex = self.ctx.lex;
+            let mut unmatched = BTreeSet::new();
+            let parsed = instructions::parse_mount(&mount.raw, &mut |word: &str| {
+                let e = lex.process_word_with_matches(word, env);
+                unmatched.extend(e.unmatched);
+                e.value.map_err(|err| err.to_string())
+            });
+            self.report_undefined(&unmatched, state, meta);
             match parsed {
                 Ok(m) => mounts.push(plan_mount(&m, mounts.len())),
                 Err(message) => {
@@ -1313,8 +1318,7 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
 
 /// `path.Join(current, requested)` cleaned, as BuildKit's `NormalizeWorkdir`.
 fn join_workdir(current: &str, requested: &str) -> String {
-    let joined = if requested.starts_with('/') { requested.to_string() } else { format!("{current}/{requested}") };
-    clean_path(&joined)
+    if requested.starts_with('/') { clean_path(requested) } else { clean_path(&format!("{current}/{requested}")) }
 }
 
 /// A relative COPY destination is relative to the WORKDIR; a trailing `/` (directory) is kept.
@@ -1330,17 +1334,24 @@ fn join_dest(workdir: &str, dest: &str) -> String {
 }
 
 fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
+    let mut out = String::with_capacity(path.len() + 1);
     for part in path.split('/') {
         match part {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                let parent = out.rfind('/').unwrap_or(0);
+                out.truncate(parent);
             }
-            other => parts.push(other),
+            other => {
+                out.push('/');
+                out.push_str(other);
+            }
         }
     }
-    format!("/{}", parts.join("/"))
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// Stages the target needs, dependencies first (post-order DFS, iterative).
