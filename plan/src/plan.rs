@@ -13,8 +13,9 @@ use crate::reference::BaseImage;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The version of the plan's JSON schema; bumped on any incompatible change.
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
@@ -402,8 +403,8 @@ pub enum Op {
     Run {
         /// The command.
         command: Command,
-        /// The shell that runs shell-form commands.
-        shell: Vec<String>,
+        /// The shell that runs shell-form commands (shared by the steps of a stage).
+        shell: Arc<[String]>,
         /// Heredocs whose bodies feed the command.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         heredocs: Vec<Heredoc>,
@@ -411,12 +412,13 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mounts: Vec<Mount>,
         /// `--network`: `default`, `none` or `host`.
-        network: String,
+        network: Cow<'static, str>,
         /// `--security`: `sandbox` or `insecure`.
-        security: String,
-        /// Build arguments in scope, visible to the command (ENV comes from `Env` steps).
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        build_args: BTreeMap<String, String>,
+        security: Cow<'static, str>,
+        /// Build arguments in scope, visible to the command (ENV comes from `Env` steps); shared
+        /// by the steps that see the same arguments.
+        #[serde(default, skip_serializing_if = "no_build_args")]
+        build_args: Arc<BTreeMap<String, String>>,
         /// Run as this user instead of the stage's (for package installs that need root).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
@@ -524,6 +526,10 @@ pub enum Op {
         /// How to tell the sandbox is ready.
         ready: ReadyCheck,
     },
+}
+
+fn no_build_args(args: &Arc<BTreeMap<String, String>>) -> bool {
+    args.is_empty()
 }
 
 impl Op {

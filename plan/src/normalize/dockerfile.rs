@@ -23,6 +23,7 @@ use crate::dockerfile::shell::{EnvGetter, Lex};
 use crate::plan::{Command, CopyFrom, Healthcheck, Heredoc, Mount, Op, PlanStep, Stage};
 use crate::reference::{BaseImage, ImageRef};
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
 use std::sync::Arc;
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
@@ -34,23 +35,24 @@ const SECRET_TOKENS: &[&str] =
 const SECRET_ALLOW_TOKENS: &[&str] = &["public", "file", "version"];
 
 /// An ordered variable list where setting a name replaces it in place (BuildKit's `EnvList`).
+/// Names and values are shared, so that a stage inherits its parent's list without copying text.
 #[derive(Debug, Clone, Default)]
-struct EnvList(Vec<(String, String)>);
+struct EnvList(Vec<(Rc<str>, Rc<str>)>);
 
 impl EnvList {
     fn set(&mut self, key: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some(entry) => entry.1 = value.to_string(),
-            None => self.0.push((key.to_string(), value.to_string())),
+        match self.0.iter_mut().find(|(k, _)| &**k == key) {
+            Some(entry) => entry.1 = value.into(),
+            None => self.0.push((key.into(), value.into())),
         }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| k.as_str()).collect()
+        self.0.iter().map(|(k, _)| &**k).collect()
     }
 }
 
@@ -155,7 +157,9 @@ struct StageState {
     env: EnvList,
     /// ARGs declared in this stage (with or without a value), in order.
     args: Vec<(String, Option<String>)>,
-    shell: Vec<String>,
+    /// The build arguments a RUN sees (`args` with values), made once per change of `args`.
+    build_args: Option<Arc<BTreeMap<String, String>>>,
+    shell: Arc<[String]>,
     shell_set: bool,
     workdir: String,
     workdir_set: bool,
@@ -228,7 +232,12 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
             ctx.lint(lint::NO_EMPTY_CONTINUATION, "Empty continuation line", span);
         }
     }
-    let typed = instructions::parse(&parsed.ast);
+    // Read before the typed instructions take the instruction text from the tree; reported
+    // after their errors, as before.
+    let earlier = std::mem::take(&mut ctx.diagnostics);
+    check_malformed_json(&parsed.ast, ctx);
+    let malformed = std::mem::replace(&mut ctx.diagnostics, earlier);
+    let typed = instructions::parse_owned(parsed.ast);
     for error in &typed.errors {
         let code = match error.kind {
             InstructionErrorKind::UnknownInstruction => "UnknownInstruction",
@@ -261,7 +270,7 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
             d.hint = Some(hint.to_string());
         }
     }
-    check_malformed_json(&parsed.ast, ctx);
+    ctx.diagnostics.extend(malformed);
     if typed.stages.is_empty() {
         if !typed.errors.iter().any(|e| e.kind == InstructionErrorKind::NoBuildStage) {
             let span = ctx.span(1, 1, None);
@@ -431,7 +440,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
         self.global_args = self.meta_args(defaults.clone(), true, true);
         for (key, _) in &defaults.0 {
-            self.declared_global.insert(key.clone());
+            self.declared_global.insert(key.to_string());
         }
 
         let bases = self.resolve_bases();
@@ -725,28 +734,28 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
-    fn stage_dependencies(&mut self, bases: &[Option<FromTarget>]) -> Vec<Vec<(usize, CommandMeta)>> {
+    fn stage_dependencies(&mut self, bases: &[Option<FromTarget>]) -> Vec<Vec<(usize, &'c CommandMeta)>> {
         let stages = &self.typed.stages;
         let mut deps = Vec::with_capacity(stages.len());
         for (index, stage) in stages.iter().enumerate() {
             let mut stage_deps = Vec::new();
             if let Some(FromTarget::Stage(i)) = bases[index] {
-                stage_deps.push((i, stage.meta.clone()));
+                stage_deps.push((i, &stage.meta));
             }
             for command in &stage.commands {
-                let froms: Vec<String> = match command {
-                    Instr::Copy(c) => c.from.iter().cloned().collect(),
-                    Instr::Run(r) => r.mounts.iter().filter_map(|m| m.parsed.as_ref()?.from.clone()).collect(),
+                let froms: Vec<&str> = match command {
+                    Instr::Copy(c) => c.from.iter().map(String::as_str).collect(),
+                    Instr::Run(r) => r.mounts.iter().filter_map(|m| m.parsed.as_ref()?.from.as_deref()).collect(),
                     _ => Vec::new(),
                 };
                 for from in froms {
-                    let lower = from.to_lowercase();
+                    let lower = parser::lowercase(from);
                     let target = match from.parse::<usize>() {
                         Ok(i) if i < stages.len() && matches!(command, Instr::Copy(_)) => Some(i),
-                        _ => stages.iter().rposition(|s| s.name.as_deref() == Some(lower.as_str())),
+                        _ => stages.iter().rposition(|s| s.name.as_deref() == Some(&*lower)),
                     };
                     if let Some(i) = target {
-                        stage_deps.push((i, command.meta().clone()));
+                        stage_deps.push((i, command.meta()));
                     }
                 }
             }
@@ -756,7 +765,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     }
 
     /// BuildKit's `validateCircularDependency`: reports the first cycle found.
-    fn report_cycles(&mut self, deps: &[Vec<(usize, CommandMeta)>]) -> bool {
+    fn report_cycles(&mut self, deps: &[Vec<(usize, &CommandMeta)>]) -> bool {
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
             New,
@@ -812,7 +821,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 Some(parent) => StageState {
                     env: parent.env.clone(),
                     args: Vec::new(),
-                    shell: parent.shell.clone(),
+                    build_args: None,
+                    shell: Arc::clone(&parent.shell),
                     shell_set: parent.shell_set,
                     workdir: parent.workdir.clone(),
                     workdir_set: false,
@@ -839,7 +849,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
 
     /// Expands one word as BuildKit's dispatcher does, reporting UndefinedVar and errors.
     fn expand(&mut self, word: &str, state: &StageState, meta: &CommandMeta) -> String {
-        let expansion = self.ctx.lex.process_word_with_matches(word, &state.env);
+        let expansion = self.ctx.lex.process_word_with_unmatched(word, &state.env);
         self.report_undefined(&expansion.unmatched, state, meta);
         match expansion.value {
             Ok(v) => v,
@@ -903,6 +913,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                         state.env.set(&pair.key, v);
                     }
                     state.args.push((pair.key.clone(), value));
+                    state.build_args = None;
                 }
                 None
             }
@@ -935,7 +946,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 })
             }
             Instr::Shell(c) => {
-                state.shell = c.shell.clone();
+                state.shell = c.shell.as_slice().into();
                 state.shell_set = true;
                 Some(Op::Shell { argv: c.shell.clone() })
             }
@@ -1104,7 +1115,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             let lex = self.ctx.lex;
             let mut unmatched = BTreeSet::new();
             let parsed = instructions::parse_mount(&mount.raw, &mut |word: &str| {
-                let e = lex.process_word_with_matches(word, env);
+                let e = lex.process_word_with_unmatched(word, env);
                 unmatched.extend(e.unmatched);
                 e.value.map_err(|err| err.to_string())
             });
@@ -1126,7 +1137,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             if c.prepend_shell { Command::Shell(c.cmd_line.join(" ")) } else { Command::Exec(c.cmd_line.clone()) };
         Op::Run {
             command,
-            shell: state.shell.clone(),
+            shell: Arc::clone(&state.shell),
             heredocs: c
                 .heredocs
                 .iter()
@@ -1144,7 +1155,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 Security::Insecure => "insecure",
             }
             .into(),
-            build_args: state.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect(),
+            build_args: Arc::clone(state.build_args.get_or_insert_with(|| {
+                Arc::new(state.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect())
+            })),
             user: None,
         }
     }
@@ -1174,7 +1187,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             .iter()
             .map(|content| {
                 let data = if content.expand {
-                    let expansion = Lex::for_heredoc_content().process_word_with_matches(&content.data, &state.env);
+                    let expansion = Lex::for_heredoc_content().process_word_with_unmatched(&content.data, &state.env);
                     self.report_undefined(&expansion.unmatched, state, meta);
                     expansion.value.unwrap_or_else(|_| content.data.clone())
                 } else {
@@ -1249,6 +1262,7 @@ impl StageState {
         StageState {
             env: EnvList::default(),
             args: Vec::new(),
+            build_args: None,
             shell: DEFAULT_SHELL.iter().map(ToString::to_string).collect(),
             shell_set: false,
             workdir: "/".into(),
@@ -1355,7 +1369,7 @@ fn clean_path(path: &str) -> String {
 }
 
 /// Stages the target needs, dependencies first (post-order DFS, iterative).
-fn build_order(target: usize, deps: &[Vec<(usize, CommandMeta)>]) -> Vec<usize> {
+fn build_order(target: usize, deps: &[Vec<(usize, &CommandMeta)>]) -> Vec<usize> {
     let mut order = Vec::new();
     let mut visited = vec![false; deps.len()];
     let mut stack = vec![(target, 0usize)];

@@ -122,7 +122,7 @@ impl Lex {
     /// assert_eq!(words, ["80/tcp", "443", "8080 x", "9 0"]);
     /// ```
     pub fn process_words<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Result<Vec<String>, ShellError> {
-        self.run(word, env, true).value.map(|(_, words)| words)
+        self.run(word, env, true, true).value.map(|(_, words)| words)
     }
 
     /// Expands `word` like [`Lex::process_word`] and reports which variables it looked up
@@ -140,13 +140,23 @@ impl Lex {
     /// assert_eq!(out.unmatched.into_iter().collect::<Vec<_>>(), ["OS"]);
     /// ```
     pub fn process_word_with_matches<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Expansion<String> {
+        self.expand_recording(word, env, true)
+    }
+
+    /// [`Lex::process_word_with_matches`] without recording the names found (`matched` stays
+    /// empty): what the dispatcher needs for its `UndefinedVar` lint, for less work.
+    pub(crate) fn process_word_with_unmatched<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Expansion<String> {
+        self.expand_recording(word, env, false)
+    }
+
+    fn expand_recording<E: EnvGetter + ?Sized>(&self, word: &str, env: &E, record_matched: bool) -> Expansion<String> {
         // A word with nothing to expand, unquote or unescape comes out as written (after the
         // byte-order mark `run` drops), without looking anything up.
         let src = word.strip_prefix('\u{feff}').unwrap_or(word);
         if self.is_literal(src) {
             return Expansion { value: Ok(src.to_owned()), matched: BTreeSet::new(), unmatched: BTreeSet::new() };
         }
-        let out = self.run(word, env, false);
+        let out = self.run(word, env, false, record_matched);
         Expansion { value: out.value.map(|(result, _)| result), matched: out.matched, unmatched: out.unmatched }
     }
 
@@ -215,8 +225,15 @@ impl Lex {
         !s.chars().any(|c| matches!(c, '$' | '<') || c == self.escape || (quotes && matches!(c, '\'' | '"')))
     }
 
-    /// Expands `word`; the split words are only collected when `split` asks for them.
-    fn run<E: EnvGetter + ?Sized>(&self, word: &str, env: &E, split: bool) -> Expansion<(String, Vec<String>)> {
+    /// Expands `word`; the split words are only collected when `split` asks for them, the
+    /// names found only when `record_matched` does (undefined names always are).
+    fn run<E: EnvGetter + ?Sized>(
+        &self,
+        word: &str,
+        env: &E,
+        split: bool,
+        record_matched: bool,
+    ) -> Expansion<(String, Vec<String>)> {
         // Go's text/scanner drops a byte-order mark at the very start of its input.
         let src = word.strip_prefix('\u{feff}').unwrap_or(word);
         let mut sw = ShellWord {
@@ -226,6 +243,7 @@ impl Lex {
             pos: 0,
             raw_escapes: self.raw_escapes,
             split,
+            record_matched,
             words_buffer: String::new(),
             depth: 0,
             matched: BTreeSet::new(),
@@ -246,6 +264,8 @@ struct ShellWord<'a, E: ?Sized> {
     raw_escapes: bool,
     /// Whether the words are wanted (`process_words`); when not, no words are built.
     split: bool,
+    /// Whether defined names are recorded in `matched`.
+    record_matched: bool,
     /// Shared by every nesting level, exactly as in BuildKit: a nested `${...}` clears it, which
     /// is what drops the start of the current word in `process_words`.
     words_buffer: String,
@@ -625,7 +645,11 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
     fn get_env(&mut self, name: &str) -> Option<&'a str> {
         let env: &'a E = self.env;
         let value = env.get(name);
-        let seen = if value.is_some() { &mut self.matched } else { &mut self.unmatched };
+        let seen = match value {
+            Some(_) if !self.record_matched => return value,
+            Some(_) => &mut self.matched,
+            None => &mut self.unmatched,
+        };
         if !seen.contains(name) {
             seen.insert(name.to_owned());
         }
