@@ -234,10 +234,10 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
     }
     // Read before the typed instructions take the instruction text from the tree; reported
     // after their errors, as before.
-    let earlier = std::mem::take(&mut ctx.diagnostics);
-    check_malformed_json(&parsed.ast, ctx);
-    let malformed = std::mem::replace(&mut ctx.diagnostics, earlier);
-    let typed = instructions::parse_owned(parsed.ast);
+    let malformed: Vec<Diagnostic> = parsed.ast.children.iter().filter_map(|node| malformed_json(node, ctx)).collect();
+    let mut typed = instructions::parse_owned(parsed.ast);
+    // Held apart from the stages so that each stage's instructions can be dropped once dispatched.
+    let commands: Vec<Vec<Instr>> = typed.stages.iter_mut().map(|s| std::mem::take(&mut s.commands)).collect();
     for error in &typed.errors {
         let code = match error.kind {
             InstructionErrorKind::UnknownInstruction => "UnknownInstruction",
@@ -279,33 +279,31 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
         }
         return Vec::new();
     }
-    Dispatcher::new(ctx, &typed, template, options).run()
+    Dispatcher::new(ctx, &typed, template, options).run(commands)
 }
 
 /// Instructions whose arguments start with `[` but did not parse as a JSON array run in shell
 /// form, which is almost never what was meant.
-fn check_malformed_json(ast: &parser::Node, ctx: &mut Ctx<'_>) {
+fn malformed_json(node: &parser::Node, ctx: &Ctx<'_>) -> Option<Diagnostic> {
     const JSON_FORMS: &[&str] = &["cmd", "entrypoint", "run", "shell", "volume", "copy", "add"];
-    for node in &ast.children {
-        if node.json || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value)) {
-            continue;
-        }
-        let rest = node.original.trim_start();
-        let rest = rest.get(node.value.len()..).unwrap_or_default();
-        let mut words = rest.split_whitespace().skip_while(|w| w.starts_with("--"));
-        if words.next().is_some_and(|w| w.starts_with('[')) {
-            let span = ctx.span(node.start_line, node.end_line, Some("["));
-            ctx.error(
-                "MalformedJson",
-                format!(
-                    "{} arguments look like a JSON array but are not valid JSON, so they would run in shell form",
-                    node.value.to_ascii_uppercase()
-                ),
-                span,
-            )
-            .hint = Some("use double quotes and commas: [\"executable\", \"arg\"]".into());
-        }
+    if node.json || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value)) {
+        return None;
     }
+    let rest = node.original.trim_start();
+    let rest = rest.get(node.value.len()..).unwrap_or_default();
+    let mut words = rest.split_whitespace().skip_while(|w| w.starts_with("--"));
+    if !words.next().is_some_and(|w| w.starts_with('[')) {
+        return None;
+    }
+    let message = format!(
+        "{} arguments look like a JSON array but are not valid JSON, so they would run in shell form",
+        node.value.to_ascii_uppercase()
+    );
+    Some(
+        Diagnostic::error("MalformedJson", message)
+            .at(ctx.span(node.start_line, node.end_line, Some("[")))
+            .hint("use double quotes and commas: [\"executable\", \"arg\"]"),
+    )
 }
 
 struct Dispatcher<'c, 'a> {
@@ -397,9 +395,10 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         args
     }
 
-    fn run(mut self) -> Vec<Stage> {
+    /// Dispatches the stages; `commands` are each stage's instructions (taken out of the stages).
+    fn run(mut self, commands: Vec<Vec<Instr>>) -> Vec<Stage> {
         let stages = &self.typed.stages;
-        self.stage_lints();
+        self.stage_lints(&commands);
 
         let target_index = match &self.template.target {
             Some(target) => match stages.iter().position(|s| s.name.as_deref() == Some(target.to_lowercase().as_str()))
@@ -444,7 +443,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
 
         let bases = self.resolve_bases();
-        let deps = self.stage_dependencies(&bases);
+        let deps = self.stage_dependencies(&bases, &commands);
         if self.report_cycles(&deps) {
             return Vec::new();
         }
@@ -456,9 +455,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         // Dispatch every stage for diagnostics (as `docker build --check` does), in an order where
         // base stages come first, so inherited state is known.
         let mut states: BTreeMap<usize, StageState> = BTreeMap::new();
-        for index in 0..stages.len() {
+        for (index, stage_commands) in commands.into_iter().enumerate() {
             let before = self.ctx.diagnostics.len();
-            let state = self.dispatch_stage(index, &bases, &states, &plan_index);
+            let state = self.dispatch_stage(index, stage_commands, &bases, &states, &plan_index);
             if !reachable.contains(&index) {
                 for d in &mut self.ctx.diagnostics[before..] {
                     if d.severity == Severity::Error {
@@ -495,12 +494,15 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             .collect()
     }
 
-    fn stage_lints(&mut self) {
+    fn stage_lints(&mut self, commands: &[Vec<Instr>]) {
         let stages = &self.typed.stages;
         let mut seen = BTreeSet::new();
         let (mut lower, mut upper) = (0usize, 0usize);
-        let keywords: Vec<&CommandMeta> =
-            stages.iter().flat_map(|s| std::iter::once(&s.meta).chain(s.commands.iter().map(Instr::meta))).collect();
+        let keywords: Vec<&CommandMeta> = stages
+            .iter()
+            .zip(commands)
+            .flat_map(|(s, commands)| std::iter::once(&s.meta).chain(commands.iter().map(Instr::meta)))
+            .collect();
         for meta in &keywords {
             if self_consistent(&meta.keyword) {
                 if is_lowercase(&meta.keyword) { lower += 1 } else { upper += 1 }
@@ -519,7 +521,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 );
             }
         }
-        for stage in stages {
+        for (stage, commands) in stages.iter().zip(commands) {
             if let (Some(original), Some(as_keyword)) = (&stage.original_name, &stage.as_keyword) {
                 let span = self.ctx.meta_span(&stage.meta, Some(original));
                 if original != &original.to_lowercase() {
@@ -565,7 +567,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                         Some("`--from` and FROM would silently pick the last stage of that name; rename one".into());
                 }
             }
-            for command in &stage.commands {
+            for command in commands {
                 if let Instr::Maintainer(m) = command {
                     let span = self.ctx.meta_span(&m.meta, None);
                     self.ctx.lint(
@@ -734,7 +736,14 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
-    fn stage_dependencies(&mut self, bases: &[Option<FromTarget>]) -> Vec<Vec<(usize, &'c CommandMeta)>> {
+    fn stage_dependencies<'x>(
+        &mut self,
+        bases: &[Option<FromTarget>],
+        commands: &'x [Vec<Instr>],
+    ) -> Vec<Vec<(usize, &'x CommandMeta)>>
+    where
+        'c: 'x,
+    {
         let stages = &self.typed.stages;
         let mut deps = Vec::with_capacity(stages.len());
         for (index, stage) in stages.iter().enumerate() {
@@ -742,7 +751,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             if let Some(FromTarget::Stage(i)) = bases[index] {
                 stage_deps.push((i, &stage.meta));
             }
-            for command in &stage.commands {
+            for command in &commands[index] {
                 let froms: Vec<&str> = match command {
                     Instr::Copy(c) => c.from.iter().map(String::as_str).collect(),
                     Instr::Run(r) => r.mounts.iter().filter_map(|m| m.parsed.as_ref()?.from.as_deref()).collect(),
@@ -811,11 +820,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     fn dispatch_stage(
         &mut self,
         index: usize,
+        commands: Vec<Instr>,
         bases: &[Option<FromTarget>],
         done: &BTreeMap<usize, StageState>,
         plan_index: &BTreeMap<usize, usize>,
     ) -> StageState {
-        let stage = &self.typed.stages[index];
         let mut state = match &bases[index] {
             Some(FromTarget::Stage(i)) => match done.get(i) {
                 Some(parent) => StageState {
@@ -837,9 +846,10 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             Some(FromTarget::Image(r)) if r == "scratch" => StageState::fresh(false),
             _ => StageState::fresh(true),
         };
-        state.steps.reserve_exact(stage.commands.len());
-        for command in &stage.commands {
-            if let Some(op) = self.dispatch(command, &mut state, plan_index) {
+        state.steps.reserve_exact(commands.len());
+        // Each instruction is dropped once its step is made, so the steps reuse its memory.
+        for command in commands {
+            if let Some(op) = self.dispatch(&command, &mut state, plan_index) {
                 let span = self.ctx.meta_span(command.meta(), None);
                 state.steps.push(PlanStep { span, no_cache: false, op });
             }

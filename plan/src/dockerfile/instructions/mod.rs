@@ -696,65 +696,69 @@ enum Parsed1 {
 /// assert_eq!(parsed.errors[0].message, "unknown instruction: FOO (did you mean FROM?)");
 /// ```
 pub fn parse(ast: &Node) -> Parsed {
-    let mut parser = TreeParser::default();
+    let mut out = Parsed::default();
+    // One buffer serves every instruction's borrowed arguments.
+    let mut args = Vec::new();
     for (i, node) in ast.children.iter().enumerate() {
-        parser.add(node, meta_of(node), node.heredocs.clone(), &ast.children[i + 1..]);
+        node.arg_strs_into(&mut args);
+        add(&mut out, node, &args, meta_of(node), node.heredocs.clone(), &ast.children[i + 1..]);
     }
-    parser.out
+    out
 }
 
 /// [`parse`], taking from the tree: the instruction text, comments and heredocs move into the
-/// typed instructions instead of being copied.
-pub(crate) fn parse_owned(mut ast: Node) -> Parsed {
-    let mut parser = TreeParser::default();
-    let mut rest: &mut [Node] = &mut ast.children;
-    while let Some((node, tail)) = rest.split_first_mut() {
+/// typed instructions instead of being copied. Each node is dropped once converted, so that the
+/// typed instructions reuse its memory and the whole tree and all instructions are never held
+/// at once.
+pub(crate) fn parse_owned(ast: Node) -> Parsed {
+    let mut out = Parsed::default();
+    let mut spare = Vec::new();
+    let mut nodes = ast.children.into_iter();
+    while let Some(mut node) = nodes.next() {
         let heredocs = std::mem::take(&mut node.heredocs);
-        let meta = take_meta(node);
-        parser.add(node, meta, heredocs, tail);
-        rest = tail;
+        let meta = take_meta(&mut node);
+        let mut args = reuse(spare);
+        node.arg_strs_into(&mut args);
+        add(&mut out, &node, &args, meta, heredocs, nodes.as_slice());
+        spare = reuse(args);
     }
-    parser.out
+    out
 }
 
-/// The instructions converted so far.
-#[derive(Default)]
-struct TreeParser<'a> {
-    out: Parsed,
-    /// One buffer serves every instruction's borrowed arguments.
-    args: Vec<&'a str>,
+/// An empty vector with the allocation of `v`, for borrows of another lifetime (collecting a
+/// vector's own iterator into one of the same layout keeps its buffer).
+fn reuse<'b>(mut v: Vec<&str>) -> Vec<&'b str> {
+    v.clear();
+    v.into_iter().map(|_| "").collect()
 }
 
-impl<'a> TreeParser<'a> {
-    /// Converts one instruction node; `rest` are the nodes after it.
-    fn add(&mut self, node: &'a Node, meta: CommandMeta, heredocs: Vec<Heredoc>, rest: &[Node]) {
-        let out = &mut self.out;
-        node.arg_strs_into(&mut self.args);
-        match parse_instruction(node, &self.args, meta, heredocs) {
-            Ok(Parsed1::Stage(mut stage)) => {
-                // Reserving the stage's instructions up front spares regrowing a vector of
-                // large commands.
-                stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
-                out.stages.push(stage);
-            }
-            Ok(Parsed1::Command(Command::Arg(arg))) if out.stages.is_empty() => {
-                out.meta_args.push(arg);
-            }
-            Ok(Parsed1::Command(cmd)) => match out.stages.last_mut() {
-                Some(stage) => stage.commands.push(cmd),
-                None => out.errors.push(error_at(
-                    node,
-                    InstructionErrorKind::NoBuildStage,
-                    "no build stage in current context".into(),
-                )),
-            },
-            Err((kind, message)) => {
-                out.errors.push(error_at(node, kind, message));
-                // A broken FROM still opens a stage, so that the instructions after it are
-                // checked against a stage instead of each reporting a missing one.
-                if node.value.eq_ignore_ascii_case("from") {
-                    out.stages.push(fallback_stage(node));
-                }
+/// Converts one instruction node with its arguments `args` into `out`; `rest` are the nodes
+/// after it.
+fn add(out: &mut Parsed, node: &Node, args: &[&str], meta: CommandMeta, heredocs: Vec<Heredoc>, rest: &[Node]) {
+    match parse_instruction(node, args, meta, heredocs) {
+        Ok(Parsed1::Stage(mut stage)) => {
+            // Reserving the stage's instructions up front spares regrowing a vector of
+            // large commands.
+            stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
+            out.stages.push(stage);
+        }
+        Ok(Parsed1::Command(Command::Arg(arg))) if out.stages.is_empty() => {
+            out.meta_args.push(arg);
+        }
+        Ok(Parsed1::Command(cmd)) => match out.stages.last_mut() {
+            Some(stage) => stage.commands.push(cmd),
+            None => out.errors.push(error_at(
+                node,
+                InstructionErrorKind::NoBuildStage,
+                "no build stage in current context".into(),
+            )),
+        },
+        Err((kind, message)) => {
+            out.errors.push(error_at(node, kind, message));
+            // A broken FROM still opens a stage, so that the instructions after it are
+            // checked against a stage instead of each reporting a missing one.
+            if node.value.eq_ignore_ascii_case("from") {
+                out.stages.push(fallback_stage(node));
             }
         }
     }
