@@ -24,6 +24,15 @@ fn large(c: &mut Criterion) {
             outcome
         })
     });
+    // The plan digest is computed on first request; this is the figure with it.
+    group.bench_function("plan+validate+digest", |b| {
+        b.iter(|| {
+            let outcome = plan(black_box(&template), &options);
+            let digest_len = outcome.plan.as_ref().map(|p| p.plan_digest().len());
+            assert_eq!(digest_len, Some(71));
+            outcome
+        })
+    });
     group.finish();
 }
 

@@ -239,7 +239,7 @@ pub fn compute(plan: &BuildPlan, ctx: &KeyContext<'_>) -> Result<CacheKeys, Cach
                             }
                         }
                     }
-                    for (k, v) in build_args {
+                    for (k, v) in build_args.iter() {
                         scope.insert(format!("ARG {k}"), v.clone());
                     }
                 }

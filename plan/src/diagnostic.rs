@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// How bad a problem is. Errors stop a build; warnings do not (unless the Dockerfile's `check`
 /// directive says `error=true`).
@@ -21,8 +22,9 @@ pub enum Severity {
 pub enum Span {
     /// A place in a Dockerfile: 1-based line and column; `end_line` for continued instructions.
     Dockerfile {
-        /// The Dockerfile as the user named it (`Dockerfile` for inline content).
-        file: String,
+        /// The Dockerfile as the user named it (`Dockerfile` for inline content); shared by
+        /// every span of a file.
+        file: Arc<str>,
         /// First line of the instruction or token.
         line: usize,
         /// Column of the token at fault (1 when the whole line is meant).

@@ -10,7 +10,7 @@
 //!     .set_start_cmd("flask run --port 5000", wait_for_port(5000));
 //! let outcome = plan(&template, &PlanOptions::default());
 //! let plan = outcome.plan.expect("valid");
-//! assert!(plan.plan_digest.starts_with("sha256:"));
+//! assert!(plan.plan_digest().starts_with("sha256:"));
 //! assert_eq!(plan.stages[0].steps.len(), 2);
 //! ```
 

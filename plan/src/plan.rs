@@ -3,14 +3,19 @@
 //! A plan is stages of typed steps, each step with the place it came from. ARGs are resolved,
 //! image references normalized, stages the target does not need are pruned, and secrets appear
 //! only as ids. Serialisation is versioned and deterministic (no hash maps, fields in declaration
-//! order), and [`BuildPlan::compute_digest`] hashes that canonical JSON.
+//! order), and [`BuildPlan::compute_digest`] hashes that canonical JSON. The digest is computed
+//! when first asked for ([`BuildPlan::plan_digest`]) and then kept, since hashing the canonical
+//! form of a large plan costs as much as making the plan.
 
 use crate::builder::{Backend, ReadyCheck};
 use crate::diagnostic::Span;
 use crate::reference::BaseImage;
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 /// The version of the plan's JSON schema; bumped on any incompatible change.
 pub const PLAN_SCHEMA_VERSION: u32 = 1;
@@ -29,13 +34,16 @@ pub enum InputKind {
 }
 
 /// A normalized build plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialised, it carries `plan_digest` after `schema_version` (computed then if it was not
+/// yet); its canonical form ([`BuildPlan::canonical_json`]) leaves the digest out.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct BuildPlan {
     /// [`PLAN_SCHEMA_VERSION`].
     pub schema_version: u32,
-    /// sha256 of the canonical JSON of everything else (empty while computing it).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub plan_digest: String,
+    /// sha256 of the canonical JSON, once computed (or as read from serialised input).
+    #[serde(default, rename = "plan_digest")]
+    digest: DigestCache,
     /// Declarative or Dockerfile.
     pub input: InputKind,
     /// The executor that builds this plan.
@@ -43,16 +51,99 @@ pub struct BuildPlan {
     /// The target platform, e.g. `linux/amd64`.
     pub platform: String,
     /// The build context directory as the user gave it, when there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub context: Option<String>,
     /// The stages needed for the target, in build order; the last one is the target.
     pub stages: Vec<Stage>,
     /// The build secrets the plan uses (ids and the variables that supply them, never values).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub secrets: Vec<SecretRef>,
 }
 
+/// The cached plan digest. It is derived data, so two plans compare equal whether or not either
+/// has computed it yet.
+#[derive(Debug, Clone, Default)]
+struct DigestCache(OnceLock<String>);
+
+impl PartialEq for DigestCache {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DigestCache {}
+
+impl<'de> Deserialize<'de> for DigestCache {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let digest = String::deserialize(deserializer)?;
+        let cache = DigestCache::default();
+        if !digest.is_empty() {
+            let _ = cache.0.set(digest);
+        }
+        Ok(cache)
+    }
+}
+
+impl Serialize for BuildPlan {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.serialize_fields(serializer, true)
+    }
+}
+
+/// The plan without its digest: what the digest is computed over.
+struct Canonical<'a>(&'a BuildPlan);
+
+impl Serialize for Canonical<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize_fields(serializer, false)
+    }
+}
+
 impl BuildPlan {
+    /// A plan of these parts; its digest is computed when first asked for.
+    pub fn new(
+        input: InputKind,
+        backend: Backend,
+        platform: String,
+        context: Option<String>,
+        stages: Vec<Stage>,
+        secrets: Vec<SecretRef>,
+    ) -> Self {
+        Self {
+            schema_version: PLAN_SCHEMA_VERSION,
+            digest: DigestCache::default(),
+            input,
+            backend,
+            platform,
+            context,
+            stages,
+            secrets,
+        }
+    }
+
+    /// Fields in declaration order; `context` and `secrets` only when present, as the schema
+    /// has always written them.
+    fn serialize_fields<S: Serializer>(&self, serializer: S, with_digest: bool) -> Result<S::Ok, S::Error> {
+        let mut len = 5 + usize::from(self.context.is_some()) + usize::from(!self.secrets.is_empty());
+        len += usize::from(with_digest);
+        let mut out = serializer.serialize_struct("BuildPlan", len)?;
+        out.serialize_field("schema_version", &self.schema_version)?;
+        if with_digest {
+            out.serialize_field("plan_digest", self.plan_digest())?;
+        }
+        out.serialize_field("input", &self.input)?;
+        out.serialize_field("backend", &self.backend)?;
+        out.serialize_field("platform", &self.platform)?;
+        if let Some(context) = &self.context {
+            out.serialize_field("context", context)?;
+        }
+        out.serialize_field("stages", &self.stages)?;
+        if !self.secrets.is_empty() {
+            out.serialize_field("secrets", &self.secrets)?;
+        }
+        out.end()
+    }
+
     /// The canonical JSON form: compact, fields in declaration order, maps sorted, without the
     /// digest itself.
     pub fn canonical_json(&self) -> Vec<u8> {
@@ -64,14 +155,11 @@ impl BuildPlan {
     fn write_canonical<W: std::io::Write>(&self, out: W) {
         // Serialising these types cannot fail: every key is a string and there is no float; a
         // writer that fails (none of ours do) leaves the output short, which changes the digest.
-        let _ = if self.plan_digest.is_empty() {
-            serde_json::to_writer(out, self)
-        } else {
-            serde_json::to_writer(out, &BuildPlan { plan_digest: String::new(), ..self.clone() })
-        };
+        let _ = serde_json::to_writer(out, &Canonical(self));
     }
 
-    /// `sha256:` of [`BuildPlan::canonical_json`], hashed as it is written.
+    /// `sha256:` of [`BuildPlan::canonical_json`], hashed as it is written (always computed
+    /// afresh; [`BuildPlan::plan_digest`] keeps it).
     pub fn compute_digest(&self) -> String {
         struct HashWriter(Sha256);
         impl std::io::Write for HashWriter {
@@ -84,13 +172,30 @@ impl BuildPlan {
             }
         }
         let mut hasher = HashWriter(Sha256::new());
-        self.write_canonical(std::io::BufWriter::with_capacity(64 * 1024, &mut hasher));
+        self.write_canonical(std::io::BufWriter::with_capacity(16 * 1024, &mut hasher));
         format!("sha256:{:x}", hasher.0.finalize())
     }
 
-    /// Sets `plan_digest` from the current content.
+    /// The plan digest: [`BuildPlan::compute_digest`] the first time it is asked for, the same
+    /// string after that. A plan whose fields are changed after that keeps the old digest until
+    /// [`BuildPlan::seal`] is called.
+    ///
+    /// ```
+    /// use nullspace_plan::{builder::Template, normalize::{plan, PlanOptions}};
+    /// let outcome = plan(&Template::from_image("busybox").run_cmd("echo hi"), &PlanOptions::default());
+    /// let plan = outcome.plan.expect("valid");
+    /// assert!(plan.plan_digest().starts_with("sha256:"));
+    /// assert_eq!(plan.plan_digest(), plan.compute_digest());
+    /// ```
+    pub fn plan_digest(&self) -> &str {
+        self.digest.0.get_or_init(|| self.compute_digest())
+    }
+
+    /// Computes the digest of the current content now (after changing the plan's fields, or
+    /// to pay for hashing up front) and keeps it.
     pub fn seal(mut self) -> Self {
-        self.plan_digest = self.compute_digest();
+        self.digest = DigestCache::default();
+        self.plan_digest();
         self
     }
 
@@ -298,8 +403,8 @@ pub enum Op {
     Run {
         /// The command.
         command: Command,
-        /// The shell that runs shell-form commands.
-        shell: Vec<String>,
+        /// The shell that runs shell-form commands (shared by the steps of a stage).
+        shell: Arc<[String]>,
         /// Heredocs whose bodies feed the command.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         heredocs: Vec<Heredoc>,
@@ -307,12 +412,13 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         mounts: Vec<Mount>,
         /// `--network`: `default`, `none` or `host`.
-        network: String,
+        network: Cow<'static, str>,
         /// `--security`: `sandbox` or `insecure`.
-        security: String,
-        /// Build arguments in scope, visible to the command (ENV comes from `Env` steps).
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        build_args: BTreeMap<String, String>,
+        security: Cow<'static, str>,
+        /// Build arguments in scope, visible to the command (ENV comes from `Env` steps); shared
+        /// by the steps that see the same arguments.
+        #[serde(default, skip_serializing_if = "no_build_args")]
+        build_args: Arc<BTreeMap<String, String>>,
         /// Run as this user instead of the stage's (for package installs that need root).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         user: Option<String>,
@@ -420,6 +526,10 @@ pub enum Op {
         /// How to tell the sandbox is ready.
         ready: ReadyCheck,
     },
+}
+
+fn no_build_args(args: &Arc<BTreeMap<String, String>>) -> bool {
+    args.is_empty()
 }
 
 impl Op {

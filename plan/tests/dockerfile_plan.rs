@@ -353,8 +353,8 @@ fn plan_digest_is_stable_and_covers_content() {
     let a = planned("FROM busybox\nRUN echo a\n");
     let b = planned("FROM busybox\nRUN echo a\n");
     let c = planned("FROM busybox\nRUN echo b\n");
-    assert_eq!(a.plan_digest, b.plan_digest);
-    assert_ne!(a.plan_digest, c.plan_digest);
+    assert_eq!(a.plan_digest(), b.plan_digest());
+    assert_ne!(a.plan_digest(), c.plan_digest());
     // The digest is sha256 of the canonical JSON, checked here with an independent hasher run.
     let canonical = a.canonical_json();
     let mut child = std::process::Command::new("sha256sum")
@@ -365,7 +365,7 @@ fn plan_digest_is_stable_and_covers_content() {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(&canonical).unwrap();
     let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-    assert_eq!(a.plan_digest, format!("sha256:{}", &out[..64]));
+    assert_eq!(a.plan_digest(), format!("sha256:{}", &out[..64]));
 }
 
 #[test]
@@ -380,4 +380,49 @@ fn oversized_and_hostile_input_is_refused_cleanly() {
     assert_eq!(code_names(&nested), ["ExpansionError"]);
     let onbuild = format!("FROM busybox\n{}RUN x\n", "ONBUILD ".repeat(1000));
     assert!(!code_names(&onbuild).is_empty());
+}
+
+#[test]
+fn serialised_plan_carries_the_digest_and_reads_back_equal() {
+    let p = planned("FROM busybox\nARG V=1\nRUN --mount=type=secret,id=tok echo $V\n");
+    let json = serde_json::to_string(&p).unwrap();
+    // The digest follows the version; without it, the text is the canonical form.
+    let digest_field = format!("\"plan_digest\":\"{}\",", p.compute_digest());
+    assert!(json.starts_with(&format!("{{\"schema_version\":1,{digest_field}\"input\":")), "{json}");
+    assert_eq!(json.replacen(&digest_field, "", 1).into_bytes(), p.canonical_json());
+    let back: BuildPlan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p);
+    assert_eq!(back.plan_digest(), p.plan_digest());
+    // RUN steps of a stage share its shell and build arguments, and both serialise as before.
+    let Op::Run { shell, build_args, .. } = &back.stages[0].steps[0].op else { panic!("not RUN") };
+    assert_eq!(&shell[..], ["/bin/sh", "-c"]);
+    assert_eq!(build_args.get("V").map(String::as_str), Some("1"));
+}
+
+#[test]
+fn seal_recomputes_the_digest_after_a_change() {
+    let mut p = planned("FROM busybox\nRUN echo a\n");
+    let before = p.plan_digest().to_owned();
+    p.stages[0].steps[0].no_cache = true;
+    assert_eq!(p.plan_digest(), before, "kept until sealed");
+    let p = p.seal();
+    assert_ne!(p.plan_digest(), before);
+    assert_eq!(p.plan_digest(), p.compute_digest());
+}
+
+#[test]
+fn workdir_and_destinations_are_cleaned_like_go_path_join() {
+    let text =
+        "FROM busybox\nWORKDIR /a/b/../c/./d\nWORKDIR ..\nCOPY x sub/\nWORKDIR ../../..\nCOPY y .\nCOPY z ./q/../r\n";
+    let p = planned(text);
+    let seen: Vec<&str> = p.stages[0]
+        .steps
+        .iter()
+        .map(|s| match &s.op {
+            Op::Workdir { path } => path.as_str(),
+            Op::Copy { dest, .. } => dest.as_str(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, ["/a/c/d", "/a/c", "/a/c/sub/", "/", "/", "/r"]);
 }

@@ -32,7 +32,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         Format::Human => output::emit(&render(&outcome.diagnostics, outcome.dockerfile_source.as_deref()))?,
         Format::Json => output::emit_json(&serde_json::json!({
             "valid": !outcome.has_errors(),
-            "plan_digest": outcome.plan.as_ref().map(|p| &p.plan_digest),
+            "plan_digest": outcome.plan.as_ref().map(|p| p.plan_digest()),
             "diagnostics": outcome.diagnostics,
         }))?,
     }

@@ -358,7 +358,7 @@ impl Engine {
             }
             plan = plan.seal();
         }
-        logs.update(BuildUpdate { plan_digest: Some(plan.plan_digest.clone()), ..Default::default() }).await?;
+        logs.update(BuildUpdate { plan_digest: Some(plan.plan_digest().to_owned()), ..Default::default() }).await?;
 
         let context = if plan_reads_context(&plan) { Some(self.scan_context(def, logs).await?) } else { None };
         let executor = self.executor_for(def.backend)?;

@@ -694,12 +694,12 @@ impl Build<'_> {
         }
         let exec = state.config.config().clone().unwrap_or_default();
         let mut env = exec.env().clone().unwrap_or_default();
-        for (k, v) in build_args {
+        for (k, v) in build_args.iter() {
             if !env.iter().any(|e| e.split_once('=').is_some_and(|(n, _)| n == k)) {
                 env.push(format!("{k}={v}"));
             }
         }
-        let network = match network.as_str() {
+        let network = match network.as_ref() {
             "none" => Network::None,
             "default" | "host" | "" => Network::Host,
             other => return Err(ExecError::Unsupported(format!("--network={other}"))),

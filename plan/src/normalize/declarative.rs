@@ -114,8 +114,10 @@ pub(super) fn secret_refs(template: &Template, stages: &[Stage]) -> Vec<SecretRe
     for step in stages.iter().flat_map(|s| &s.steps) {
         if let Op::Run { mounts, .. } = &step.op {
             for mount in mounts {
-                if let Mount::Secret { id, .. } = mount {
-                    refs.entry(id.clone()).or_insert(None);
+                if let Mount::Secret { id, .. } = mount
+                    && !refs.contains_key(id)
+                {
+                    refs.insert(id.clone(), None);
                 }
             }
         }
@@ -450,9 +452,9 @@ mod tests {
         let t = Template::from_image("busybox").run_cmd("echo a");
         let a = plan(&t, &PlanOptions::default()).plan.unwrap();
         let b = plan(&t.clone(), &PlanOptions::default()).plan.unwrap();
-        assert_eq!(a.plan_digest, b.plan_digest);
-        assert_eq!(a.plan_digest, a.compute_digest());
+        assert_eq!(a.plan_digest(), b.plan_digest());
+        assert_eq!(a.plan_digest(), a.compute_digest());
         let c = plan(&Template::from_image("busybox").run_cmd("echo b"), &PlanOptions::default()).plan.unwrap();
-        assert_ne!(a.plan_digest, c.plan_digest);
+        assert_ne!(a.plan_digest(), c.plan_digest());
     }
 }

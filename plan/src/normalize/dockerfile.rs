@@ -23,6 +23,8 @@ use crate::dockerfile::shell::{EnvGetter, Lex};
 use crate::plan::{Command, CopyFrom, Healthcheck, Heredoc, Mount, Op, PlanStep, Stage};
 use crate::reference::{BaseImage, ImageRef};
 use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 /// Variables a base image commonly defines, which offline planning cannot see.
@@ -33,23 +35,24 @@ const SECRET_TOKENS: &[&str] =
 const SECRET_ALLOW_TOKENS: &[&str] = &["public", "file", "version"];
 
 /// An ordered variable list where setting a name replaces it in place (BuildKit's `EnvList`).
+/// Names and values are shared, so that a stage inherits its parent's list without copying text.
 #[derive(Debug, Clone, Default)]
-struct EnvList(Vec<(String, String)>);
+struct EnvList(Vec<(Rc<str>, Rc<str>)>);
 
 impl EnvList {
     fn set(&mut self, key: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k == key) {
-            Some(entry) => entry.1 = value.to_string(),
-            None => self.0.push((key.to_string(), value.to_string())),
+        match self.0.iter_mut().find(|(k, _)| &**k == key) {
+            Some(entry) => entry.1 = value.into(),
+            None => self.0.push((key.into(), value.into())),
         }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| k.as_str()).collect()
+        self.0.iter().map(|(k, _)| &**k).collect()
     }
 }
 
@@ -64,7 +67,8 @@ impl EnvGetter for EnvList {
 }
 
 struct Ctx<'a> {
-    file: &'a str,
+    /// Shared by every span, so that a span costs no allocation.
+    file: Arc<str>,
     lines: Vec<&'a str>,
     lex: Lex,
     linter: Linter,
@@ -77,7 +81,7 @@ impl Ctx<'_> {
             .filter(|n| !n.is_empty())
             .and_then(|n| line.checked_sub(1).and_then(|i| <[&str]>::get(&self.lines, i)).and_then(|text| text.find(n)))
             .map_or(1, |byte| self.lines[line - 1][..byte].chars().count() + 1);
-        Span::Dockerfile { file: self.file.to_string(), line, column, end_line: end_line.max(line) }
+        Span::Dockerfile { file: Arc::clone(&self.file), line, column, end_line: end_line.max(line) }
     }
 
     fn meta_span(&self, meta: &CommandMeta, needle: Option<&str>) -> Span {
@@ -123,13 +127,22 @@ fn format_platform((os, arch, variant): &(String, String, String)) -> String {
 }
 
 fn is_secret_key(key: &str) -> bool {
-    let tokens: Vec<String> = key.split('_').map(str::to_ascii_lowercase).collect();
-    tokens.iter().any(|t| SECRET_TOKENS.contains(&t.as_str()))
-        && !tokens.iter().any(|t| SECRET_ALLOW_TOKENS.contains(&t.as_str()))
+    let listed = |list: &[&str]| key.split('_').any(|t| list.iter().any(|w| w.eq_ignore_ascii_case(t)));
+    listed(SECRET_TOKENS) && !listed(SECRET_ALLOW_TOKENS)
+}
+
+/// Whether `word` is unchanged by Go's `strings.ToLower`, checked without allocating for ASCII.
+fn is_lowercase(word: &str) -> bool {
+    if word.is_ascii() { !word.bytes().any(|b| b.is_ascii_uppercase()) } else { word == word.to_lowercase() }
+}
+
+/// Whether `word` is unchanged by Go's `strings.ToUpper`, checked without allocating for ASCII.
+fn is_uppercase(word: &str) -> bool {
+    if word.is_ascii() { !word.bytes().any(|b| b.is_ascii_lowercase()) } else { word == word.to_uppercase() }
 }
 
 fn self_consistent(word: &str) -> bool {
-    word == word.to_lowercase() || word == word.to_uppercase()
+    is_lowercase(word) || is_uppercase(word)
 }
 
 /// Where a `--from` or mount `from=` points.
@@ -144,7 +157,9 @@ struct StageState {
     env: EnvList,
     /// ARGs declared in this stage (with or without a value), in order.
     args: Vec<(String, Option<String>)>,
-    shell: Vec<String>,
+    /// The build arguments a RUN sees (`args` with values), made once per change of `args`.
+    build_args: Option<Arc<BTreeMap<String, String>>>,
+    shell: Arc<[String]>,
     shell_set: bool,
     workdir: String,
     workdir_set: bool,
@@ -164,7 +179,7 @@ pub(super) fn normalize(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Stage> {
     let mut ctx = Ctx {
-        file,
+        file: file.into(),
         lines: text.lines().collect(),
         lex: Lex::new('\\'),
         linter: Linter::default(),
@@ -217,7 +232,12 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
             ctx.lint(lint::NO_EMPTY_CONTINUATION, "Empty continuation line", span);
         }
     }
-    let typed = instructions::parse(&parsed.ast);
+    // Read before the typed instructions take the instruction text from the tree; reported
+    // after their errors, as before.
+    let malformed: Vec<Diagnostic> = parsed.ast.children.iter().filter_map(|node| malformed_json(node, ctx)).collect();
+    let mut typed = instructions::parse_owned(parsed.ast);
+    // Held apart from the stages so that each stage's instructions can be dropped once dispatched.
+    let commands: Vec<Vec<Instr>> = typed.stages.iter_mut().map(|s| std::mem::take(&mut s.commands)).collect();
     for error in &typed.errors {
         let code = match error.kind {
             InstructionErrorKind::UnknownInstruction => "UnknownInstruction",
@@ -250,7 +270,7 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
             d.hint = Some(hint.to_string());
         }
     }
-    check_malformed_json(&parsed.ast, ctx);
+    ctx.diagnostics.extend(malformed);
     if typed.stages.is_empty() {
         if !typed.errors.iter().any(|e| e.kind == InstructionErrorKind::NoBuildStage) {
             let span = ctx.span(1, 1, None);
@@ -259,34 +279,31 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
         }
         return Vec::new();
     }
-    Dispatcher::new(ctx, &typed, template, options).run()
+    Dispatcher::new(ctx, &typed, template, options).run(commands)
 }
 
 /// Instructions whose arguments start with `[` but did not parse as a JSON array run in shell
 /// form, which is almost never what was meant.
-fn check_malformed_json(ast: &parser::Node, ctx: &mut Ctx<'_>) {
+fn malformed_json(node: &parser::Node, ctx: &Ctx<'_>) -> Option<Diagnostic> {
     const JSON_FORMS: &[&str] = &["cmd", "entrypoint", "run", "shell", "volume", "copy", "add"];
-    for node in &ast.children {
-        let keyword = node.value.to_ascii_lowercase();
-        if node.json || !JSON_FORMS.contains(&keyword.as_str()) {
-            continue;
-        }
-        let rest = node.original.trim_start();
-        let rest = rest.get(node.value.len()..).unwrap_or_default();
-        let mut words = rest.split_whitespace().skip_while(|w| w.starts_with("--"));
-        if words.next().is_some_and(|w| w.starts_with('[')) {
-            let span = ctx.span(node.start_line, node.end_line, Some("["));
-            ctx.error(
-                "MalformedJson",
-                format!(
-                    "{} arguments look like a JSON array but are not valid JSON, so they would run in shell form",
-                    keyword.to_uppercase()
-                ),
-                span,
-            )
-            .hint = Some("use double quotes and commas: [\"executable\", \"arg\"]".into());
-        }
+    if node.json || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value)) {
+        return None;
     }
+    let rest = node.original.trim_start();
+    let rest = rest.get(node.value.len()..).unwrap_or_default();
+    let mut words = rest.split_whitespace().skip_while(|w| w.starts_with("--"));
+    if !words.next().is_some_and(|w| w.starts_with('[')) {
+        return None;
+    }
+    let message = format!(
+        "{} arguments look like a JSON array but are not valid JSON, so they would run in shell form",
+        node.value.to_ascii_uppercase()
+    );
+    Some(
+        Diagnostic::error("MalformedJson", message)
+            .at(ctx.span(node.start_line, node.end_line, Some("[")))
+            .hint("use double quotes and commas: [\"executable\", \"arg\"]"),
+    )
 }
 
 struct Dispatcher<'c, 'a> {
@@ -378,9 +395,10 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         args
     }
 
-    fn run(mut self) -> Vec<Stage> {
+    /// Dispatches the stages; `commands` are each stage's instructions (taken out of the stages).
+    fn run(mut self, commands: Vec<Vec<Instr>>) -> Vec<Stage> {
         let stages = &self.typed.stages;
-        self.stage_lints();
+        self.stage_lints(&commands);
 
         let target_index = match &self.template.target {
             Some(target) => match stages.iter().position(|s| s.name.as_deref() == Some(target.to_lowercase().as_str()))
@@ -421,11 +439,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
         self.global_args = self.meta_args(defaults.clone(), true, true);
         for (key, _) in &defaults.0 {
-            self.declared_global.insert(key.clone());
+            self.declared_global.insert(key.to_string());
         }
 
         let bases = self.resolve_bases();
-        let deps = self.stage_dependencies(&bases);
+        let deps = self.stage_dependencies(&bases, &commands);
         if self.report_cycles(&deps) {
             return Vec::new();
         }
@@ -437,9 +455,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         // Dispatch every stage for diagnostics (as `docker build --check` does), in an order where
         // base stages come first, so inherited state is known.
         let mut states: BTreeMap<usize, StageState> = BTreeMap::new();
-        for index in 0..stages.len() {
+        for (index, stage_commands) in commands.into_iter().enumerate() {
             let before = self.ctx.diagnostics.len();
-            let state = self.dispatch_stage(index, &bases, &states, &plan_index);
+            let state = self.dispatch_stage(index, stage_commands, &bases, &states, &plan_index);
             if !reachable.contains(&index) {
                 for d in &mut self.ctx.diagnostics[before..] {
                     if d.severity == Severity::Error {
@@ -476,24 +494,23 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             .collect()
     }
 
-    fn stage_lints(&mut self) {
+    fn stage_lints(&mut self, commands: &[Vec<Instr>]) {
         let stages = &self.typed.stages;
         let mut seen = BTreeSet::new();
         let (mut lower, mut upper) = (0usize, 0usize);
-        let keywords: Vec<&CommandMeta> =
-            stages.iter().flat_map(|s| std::iter::once(&s.meta).chain(s.commands.iter().map(Instr::meta))).collect();
+        let keywords: Vec<&CommandMeta> = stages
+            .iter()
+            .zip(commands)
+            .flat_map(|(s, commands)| std::iter::once(&s.meta).chain(commands.iter().map(Instr::meta)))
+            .collect();
         for meta in &keywords {
             if self_consistent(&meta.keyword) {
-                if meta.keyword == meta.keyword.to_lowercase() { lower += 1 } else { upper += 1 }
+                if is_lowercase(&meta.keyword) { lower += 1 } else { upper += 1 }
             }
         }
         let majority_lower = lower > upper;
         for meta in &keywords {
-            let wrong = if majority_lower {
-                meta.keyword != meta.keyword.to_lowercase()
-            } else {
-                meta.keyword != meta.keyword.to_uppercase()
-            };
+            let wrong = if majority_lower { !is_lowercase(&meta.keyword) } else { !is_uppercase(&meta.keyword) };
             if wrong {
                 let casing = if majority_lower { "lowercase" } else { "uppercase" };
                 let span = self.ctx.meta_span(meta, Some(&meta.keyword));
@@ -504,7 +521,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 );
             }
         }
-        for stage in stages {
+        for (stage, commands) in stages.iter().zip(commands) {
             if let (Some(original), Some(as_keyword)) = (&stage.original_name, &stage.as_keyword) {
                 let span = self.ctx.meta_span(&stage.meta, Some(original));
                 if original != &original.to_lowercase() {
@@ -550,7 +567,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                         Some("`--from` and FROM would silently pick the last stage of that name; rename one".into());
                 }
             }
-            for command in &stage.commands {
+            for command in commands {
                 if let Instr::Maintainer(m) = command {
                     let span = self.ctx.meta_span(&m.meta, None);
                     self.ctx.lint(
@@ -719,28 +736,35 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
-    fn stage_dependencies(&mut self, bases: &[Option<FromTarget>]) -> Vec<Vec<(usize, CommandMeta)>> {
+    fn stage_dependencies<'x>(
+        &mut self,
+        bases: &[Option<FromTarget>],
+        commands: &'x [Vec<Instr>],
+    ) -> Vec<Vec<(usize, &'x CommandMeta)>>
+    where
+        'c: 'x,
+    {
         let stages = &self.typed.stages;
         let mut deps = Vec::with_capacity(stages.len());
         for (index, stage) in stages.iter().enumerate() {
             let mut stage_deps = Vec::new();
             if let Some(FromTarget::Stage(i)) = bases[index] {
-                stage_deps.push((i, stage.meta.clone()));
+                stage_deps.push((i, &stage.meta));
             }
-            for command in &stage.commands {
-                let froms: Vec<String> = match command {
-                    Instr::Copy(c) => c.from.iter().cloned().collect(),
-                    Instr::Run(r) => r.mounts.iter().filter_map(|m| m.parsed.as_ref()?.from.clone()).collect(),
+            for command in &commands[index] {
+                let froms: Vec<&str> = match command {
+                    Instr::Copy(c) => c.from.iter().map(String::as_str).collect(),
+                    Instr::Run(r) => r.mounts.iter().filter_map(|m| m.parsed.as_ref()?.from.as_deref()).collect(),
                     _ => Vec::new(),
                 };
                 for from in froms {
-                    let lower = from.to_lowercase();
+                    let lower = parser::lowercase(from);
                     let target = match from.parse::<usize>() {
                         Ok(i) if i < stages.len() && matches!(command, Instr::Copy(_)) => Some(i),
-                        _ => stages.iter().rposition(|s| s.name.as_deref() == Some(lower.as_str())),
+                        _ => stages.iter().rposition(|s| s.name.as_deref() == Some(&*lower)),
                     };
                     if let Some(i) = target {
-                        stage_deps.push((i, command.meta().clone()));
+                        stage_deps.push((i, command.meta()));
                     }
                 }
             }
@@ -750,7 +774,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     }
 
     /// BuildKit's `validateCircularDependency`: reports the first cycle found.
-    fn report_cycles(&mut self, deps: &[Vec<(usize, CommandMeta)>]) -> bool {
+    fn report_cycles(&mut self, deps: &[Vec<(usize, &CommandMeta)>]) -> bool {
         #[derive(Clone, Copy, PartialEq)]
         enum Mark {
             New,
@@ -796,17 +820,18 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     fn dispatch_stage(
         &mut self,
         index: usize,
+        commands: Vec<Instr>,
         bases: &[Option<FromTarget>],
         done: &BTreeMap<usize, StageState>,
         plan_index: &BTreeMap<usize, usize>,
     ) -> StageState {
-        let stage = &self.typed.stages[index];
         let mut state = match &bases[index] {
             Some(FromTarget::Stage(i)) => match done.get(i) {
                 Some(parent) => StageState {
                     env: parent.env.clone(),
                     args: Vec::new(),
-                    shell: parent.shell.clone(),
+                    build_args: None,
+                    shell: Arc::clone(&parent.shell),
                     shell_set: parent.shell_set,
                     workdir: parent.workdir.clone(),
                     workdir_set: false,
@@ -821,8 +846,10 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             Some(FromTarget::Image(r)) if r == "scratch" => StageState::fresh(false),
             _ => StageState::fresh(true),
         };
-        for command in &stage.commands {
-            if let Some(op) = self.dispatch(command, &mut state, plan_index) {
+        state.steps.reserve_exact(commands.len());
+        // Each instruction is dropped once its step is made, so the steps reuse its memory.
+        for command in commands {
+            if let Some(op) = self.dispatch(&command, &mut state, plan_index) {
                 let span = self.ctx.meta_span(command.meta(), None);
                 state.steps.push(PlanStep { span, no_cache: false, op });
             }
@@ -832,7 +859,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
 
     /// Expands one word as BuildKit's dispatcher does, reporting UndefinedVar and errors.
     fn expand(&mut self, word: &str, state: &StageState, meta: &CommandMeta) -> String {
-        let expansion = self.ctx.lex.process_word_with_matches(word, &state.env);
+        let expansion = self.ctx.lex.process_word_with_unmatched(word, &state.env);
         self.report_undefined(&expansion.unmatched, state, meta);
         match expansion.value {
             Ok(v) => v,
@@ -896,6 +923,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                         state.env.set(&pair.key, v);
                     }
                     state.args.push((pair.key.clone(), value));
+                    state.build_args = None;
                 }
                 None
             }
@@ -928,7 +956,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 })
             }
             Instr::Shell(c) => {
-                state.shell = c.shell.clone();
+                state.shell = c.shell.as_slice().into();
                 state.shell_set = true;
                 Some(Op::Shell { argv: c.shell.clone() })
             }
@@ -1089,21 +1117,19 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         let meta = &c.meta;
         let mut mounts = Vec::new();
         for mount in &c.mounts {
-            let parsed = match &mount.parsed {
-                Some(m) => Ok(m.clone()),
-                None => {
-                    let env = state.env.clone();
-                    let lex = self.ctx.lex;
-                    let mut unmatched = BTreeSet::new();
-                    let result = instructions::parse_mount(&mount.raw, &mut |word: &str| {
-                        let e = lex.process_word_with_matches(word, &env);
-                        unmatched.extend(e.unmatched);
-                        e.value.map_err(|err| err.to_string())
-                    });
-                    self.report_undefined(&unmatched, state, meta);
-                    result
-                }
-            };
+            if let Some(m) = &mount.parsed {
+                mounts.push(plan_mount(m, mounts.len()));
+                continue;
+            }
+            let env = &state.env;
+            let lex = self.ctx.lex;
+            let mut unmatched = BTreeSet::new();
+            let parsed = instructions::parse_mount(&mount.raw, &mut |word: &str| {
+                let e = lex.process_word_with_unmatched(word, env);
+                unmatched.extend(e.unmatched);
+                e.value.map_err(|err| err.to_string())
+            });
+            self.report_undefined(&unmatched, state, meta);
             match parsed {
                 Ok(m) => mounts.push(plan_mount(&m, mounts.len())),
                 Err(message) => {
@@ -1121,7 +1147,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             if c.prepend_shell { Command::Shell(c.cmd_line.join(" ")) } else { Command::Exec(c.cmd_line.clone()) };
         Op::Run {
             command,
-            shell: state.shell.clone(),
+            shell: Arc::clone(&state.shell),
             heredocs: c
                 .heredocs
                 .iter()
@@ -1139,7 +1165,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 Security::Insecure => "insecure",
             }
             .into(),
-            build_args: state.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect(),
+            build_args: Arc::clone(state.build_args.get_or_insert_with(|| {
+                Arc::new(state.args.iter().filter_map(|(k, v)| Some((k.clone(), v.clone()?))).collect())
+            })),
             user: None,
         }
     }
@@ -1169,7 +1197,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             .iter()
             .map(|content| {
                 let data = if content.expand {
-                    let expansion = Lex::for_heredoc_content().process_word_with_matches(&content.data, &state.env);
+                    let expansion = Lex::for_heredoc_content().process_word_with_unmatched(&content.data, &state.env);
                     self.report_undefined(&expansion.unmatched, state, meta);
                     expansion.value.unwrap_or_else(|_| content.data.clone())
                 } else {
@@ -1244,6 +1272,7 @@ impl StageState {
         StageState {
             env: EnvList::default(),
             args: Vec::new(),
+            build_args: None,
             shell: DEFAULT_SHELL.iter().map(ToString::to_string).collect(),
             shell_set: false,
             workdir: "/".into(),
@@ -1313,8 +1342,7 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
 
 /// `path.Join(current, requested)` cleaned, as BuildKit's `NormalizeWorkdir`.
 fn join_workdir(current: &str, requested: &str) -> String {
-    let joined = if requested.starts_with('/') { requested.to_string() } else { format!("{current}/{requested}") };
-    clean_path(&joined)
+    if requested.starts_with('/') { clean_path(requested) } else { clean_path(&format!("{current}/{requested}")) }
 }
 
 /// A relative COPY destination is relative to the WORKDIR; a trailing `/` (directory) is kept.
@@ -1330,21 +1358,28 @@ fn join_dest(workdir: &str, dest: &str) -> String {
 }
 
 fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
+    let mut out = String::with_capacity(path.len() + 1);
     for part in path.split('/') {
         match part {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                let parent = out.rfind('/').unwrap_or(0);
+                out.truncate(parent);
             }
-            other => parts.push(other),
+            other => {
+                out.push('/');
+                out.push_str(other);
+            }
         }
     }
-    format!("/{}", parts.join("/"))
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// Stages the target needs, dependencies first (post-order DFS, iterative).
-fn build_order(target: usize, deps: &[Vec<(usize, CommandMeta)>]) -> Vec<usize> {
+fn build_order(target: usize, deps: &[Vec<(usize, &CommandMeta)>]) -> Vec<usize> {
     let mut order = Vec::new();
     let mut visited = vec![false; deps.len()];
     let mut stack = vec![(target, 0usize)];

@@ -10,7 +10,7 @@ pub use checks::{SourcePathProblem, check_source_path, shell_quote};
 
 use crate::builder::{Backend, Base, Template};
 use crate::diagnostic::{Diagnostic, Span};
-use crate::plan::{BuildPlan, DEFAULT_PLATFORM, InputKind, PLAN_SCHEMA_VERSION};
+use crate::plan::{BuildPlan, DEFAULT_PLATFORM, InputKind};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -38,7 +38,8 @@ impl Default for PlanOptions {
 /// The result of planning: the plan when there is no error, and every problem found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The sealed plan, present when no diagnostic is an error.
+    /// The plan, present when no diagnostic is an error (its digest is computed when first asked
+    /// for).
     pub plan: Option<BuildPlan>,
     /// Every error and warning, in source order.
     pub diagnostics: Vec<Diagnostic>,
@@ -65,7 +66,7 @@ pub fn validate(template: &Template, options: &PlanOptions) -> Vec<Diagnostic> {
     plan(template, options).diagnostics
 }
 
-/// Normalizes a template into a sealed [`BuildPlan`].
+/// Normalizes a template into a [`BuildPlan`].
 pub fn plan(template: &Template, options: &PlanOptions) -> Outcome {
     let mut diagnostics = Vec::new();
     let kind = if template.is_dockerfile() { InputKind::Dockerfile } else { InputKind::Declarative };
@@ -123,18 +124,16 @@ pub fn plan(template: &Template, options: &PlanOptions) -> Outcome {
         None => declarative::append_steps(template, &mut declarative::placeholder_stage(), &mut diagnostics),
     }
     let has_errors = diagnostics.iter().any(Diagnostic::is_error);
+    let secrets = if has_errors { Vec::new() } else { declarative::secret_refs(template, &stages) };
     let plan = (!has_errors && !stages.is_empty()).then(|| {
-        BuildPlan {
-            schema_version: PLAN_SCHEMA_VERSION,
-            plan_digest: String::new(),
-            input: kind,
+        BuildPlan::new(
+            kind,
             backend,
-            platform: options.platform.clone(),
-            context: template.context.as_ref().map(|c| c.to_string_lossy().into_owned()),
-            secrets: declarative::secret_refs(template, &stages),
+            options.platform.clone(),
+            template.context.as_ref().map(|c| c.to_string_lossy().into_owned()),
             stages,
-        }
-        .seal()
+            secrets,
+        )
     });
     Outcome { plan, diagnostics, dockerfile_source }
 }

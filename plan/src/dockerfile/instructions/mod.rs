@@ -641,6 +641,8 @@ struct Request<'a> {
     node: &'a Node,
     args: &'a [&'a str],
     meta: CommandMeta,
+    /// The node's heredocs (taken from it when the tree is consumed).
+    heredocs: Vec<Heredoc>,
 }
 
 type Fail = (InstructionErrorKind, String);
@@ -699,40 +701,95 @@ pub fn parse(ast: &Node) -> Parsed {
     let mut args = Vec::new();
     for (i, node) in ast.children.iter().enumerate() {
         node.arg_strs_into(&mut args);
-        match parse_instruction(node, &args) {
-            Ok(Parsed1::Stage(mut stage)) => {
-                // Reserving the stage's instructions up front spares regrowing a vector of
-                // large commands.
-                let rest = &ast.children[i + 1..];
-                stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
-                out.stages.push(stage);
-            }
-            Ok(Parsed1::Command(Command::Arg(arg))) if out.stages.is_empty() => {
-                out.meta_args.push(arg);
-            }
-            Ok(Parsed1::Command(cmd)) => match out.stages.last_mut() {
-                Some(stage) => stage.commands.push(cmd),
-                None => out.errors.push(error_at(
-                    node,
-                    InstructionErrorKind::NoBuildStage,
-                    "no build stage in current context".into(),
-                )),
-            },
-            Err((kind, message)) => {
-                out.errors.push(error_at(node, kind, message));
-                // A broken FROM still opens a stage, so that the instructions after it are
-                // checked against a stage instead of each reporting a missing one.
-                if node.value.eq_ignore_ascii_case("from") {
-                    out.stages.push(fallback_stage(node));
-                }
-            }
-        }
+        add(&mut out, node, &args, meta_of(node), node.heredocs.clone(), &ast.children[i + 1..]);
     }
     out
 }
 
+/// [`parse`], taking from the tree: the instruction text, comments and heredocs move into the
+/// typed instructions instead of being copied. Each node is dropped once converted, so that the
+/// typed instructions reuse its memory and the whole tree and all instructions are never held
+/// at once.
+pub(crate) fn parse_owned(ast: Node) -> Parsed {
+    let mut out = Parsed::default();
+    let mut spare = Vec::new();
+    let mut nodes = ast.children.into_iter();
+    while let Some(mut node) = nodes.next() {
+        let heredocs = std::mem::take(&mut node.heredocs);
+        let meta = take_meta(&mut node);
+        let mut args = reuse(spare);
+        node.arg_strs_into(&mut args);
+        add(&mut out, &node, &args, meta, heredocs, nodes.as_slice());
+        spare = reuse(args);
+    }
+    out
+}
+
+/// An empty vector with the allocation of `v`, for borrows of another lifetime (collecting a
+/// vector's own iterator into one of the same layout keeps its buffer).
+fn reuse<'b>(mut v: Vec<&str>) -> Vec<&'b str> {
+    v.clear();
+    v.into_iter().map(|_| "").collect()
+}
+
+/// Converts one instruction node with its arguments `args` into `out`; `rest` are the nodes
+/// after it.
+fn add(out: &mut Parsed, node: &Node, args: &[&str], meta: CommandMeta, heredocs: Vec<Heredoc>, rest: &[Node]) {
+    match parse_instruction(node, args, meta, heredocs) {
+        Ok(Parsed1::Stage(mut stage)) => {
+            // Reserving the stage's instructions up front spares regrowing a vector of
+            // large commands.
+            stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
+            out.stages.push(stage);
+        }
+        Ok(Parsed1::Command(Command::Arg(arg))) if out.stages.is_empty() => {
+            out.meta_args.push(arg);
+        }
+        Ok(Parsed1::Command(cmd)) => match out.stages.last_mut() {
+            Some(stage) => stage.commands.push(cmd),
+            None => out.errors.push(error_at(
+                node,
+                InstructionErrorKind::NoBuildStage,
+                "no build stage in current context".into(),
+            )),
+        },
+        Err((kind, message)) => {
+            out.errors.push(error_at(node, kind, message));
+            // A broken FROM still opens a stage, so that the instructions after it are
+            // checked against a stage instead of each reporting a missing one.
+            if node.value.eq_ignore_ascii_case("from") {
+                out.stages.push(fallback_stage(node));
+            }
+        }
+    }
+}
+
 fn error_at(node: &Node, kind: InstructionErrorKind, message: String) -> InstructionError {
     InstructionError { line: node.start_line, end_line: node.end_line, instruction: node.value.clone(), message, kind }
+}
+
+/// The common fields, moving the instruction text and comments out of `node`. ONBUILD (whose
+/// trigger is read from its text) and FROM (whose meta a broken stage is made from again) are
+/// copied instead.
+fn take_meta(node: &mut Node) -> CommandMeta {
+    if node.value.eq_ignore_ascii_case("onbuild") || node.value.eq_ignore_ascii_case("from") {
+        return meta_of(node);
+    }
+    let mut source = std::mem::take(&mut node.original);
+    let trimmed = source.trim_matches(char::is_whitespace);
+    if trimmed.len() != source.len() {
+        let start = trimmed.as_ptr() as usize - source.as_ptr() as usize;
+        let end = start + trimmed.len();
+        source.truncate(end);
+        source.drain(..start);
+    }
+    CommandMeta {
+        keyword: node.value.clone(),
+        location: Location { start_line: node.start_line, end_line: node.end_line },
+        source,
+        comments: std::mem::take(&mut node.prev_comment),
+        json: node.json,
+    }
 }
 
 fn meta_of(node: &Node) -> CommandMeta {
@@ -759,8 +816,13 @@ fn fallback_stage(node: &Node) -> Stage {
     }
 }
 
-fn parse_instruction<'a>(node: &'a Node, args: &'a [&'a str]) -> Result<Parsed1, Fail> {
-    let req = Request { node, args, meta: meta_of(node) };
+fn parse_instruction<'a>(
+    node: &'a Node,
+    args: &'a [&'a str],
+    meta: CommandMeta,
+    heredocs: Vec<Heredoc>,
+) -> Result<Parsed1, Fail> {
+    let req = Request { node, args, meta, heredocs };
     let Some(kind) = InstructionKind::from_keyword(&node.value) else {
         let options: Vec<&str> = InstructionKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err((
@@ -930,7 +992,6 @@ fn sources_and_dest(req: &Request<'_>, cmd: &str) -> Result<(Vec<String>, Vec<So
         match parse_heredoc(src) {
             Ok(Some(doc)) => {
                 let body = req
-                    .node
                     .heredocs
                     .iter()
                     .rev()
@@ -978,7 +1039,7 @@ fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
         keep_git_dir: flags.opt_bool("keep-git-dir"),
         checksum: flags.non_empty("checksum"),
         unpack: flags.opt_bool("unpack"),
-        heredocs: req.node.heredocs.clone(),
+        heredocs: req.heredocs,
         meta: req.meta,
     })
 }
@@ -1013,7 +1074,7 @@ fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
         link: flags.bool("link"),
         parents: flags.bool("parents"),
         excludes: flags.strings("exclude").map(str::to_owned).collect(),
-        heredocs: req.node.heredocs.clone(),
+        heredocs: req.heredocs,
         meta: req.meta,
     })
 }
@@ -1041,7 +1102,7 @@ fn parse_onbuild(req: Request<'_>) -> Result<OnbuildCommand, Fail> {
         Some(word) if word.eq_ignore_ascii_case("onbuild") => trimmed[7..].trim_start_matches(is_space).to_owned(),
         _ => original.clone(),
     };
-    for doc in &req.node.heredocs {
+    for doc in &req.heredocs {
         expression.push('\n');
         expression.push_str(&doc.content);
         expression.push_str(&doc.name);
@@ -1094,7 +1155,7 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
     Ok(RunCommand {
         cmd_line,
         prepend_shell: !req.meta.json,
-        heredocs: req.node.heredocs.clone(),
+        heredocs: req.heredocs,
         mounts,
         network,
         security,

@@ -341,3 +341,23 @@ fn flag_parsing_rules() {
     assert_eq!(parse_flags(&args(&["--s"]), &defs).err().as_deref(), Some("missing a value on flag: --s"));
     assert_eq!(parse_flags(&args(&["-x"]), &defs).err().as_deref(), Some("arg should start with -- : -x"));
 }
+
+#[test]
+fn taking_from_the_tree_gives_what_borrowing_does() {
+    let large =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/dockerfiles/large-1000.Dockerfile"))
+            .unwrap();
+    let texts = [
+        large.as_str(),
+        "# doc comment\n  FROM alpine AS base  \n# V the version\nARG V=1\nRUN <<EOF cat\nhi\nEOF\n",
+        "FROM alpine\nONBUILD   RUN echo a\nONBUILD COPY <<EOF /x\nbody\nEOF\n",
+        "FROM alpine\nCOPY <<-A <<B /dst/\n\tone\n\tA\ntwo\nB\nADD --chmod=644 <<C /c\nc\nC\n",
+        "RUN early\nFROM\nFOO bar\nFROM alpine\nCMD [\"a\"]\nSHELL [\"/bin/bash\", \"-c\"]\n",
+    ];
+    for text in texts {
+        let ast = parser::parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text:?}: {e}")).ast;
+        let borrowed = parse(&ast);
+        assert!(!borrowed.stages.is_empty(), "{text:?}");
+        assert_eq!(parse_owned(ast), borrowed, "{text:?}");
+    }
+}

@@ -4,6 +4,7 @@ use super::env::EnvGetter;
 use super::error::{ShellError, ShellErrorKind};
 use super::pattern;
 use super::text::{is_digit, is_letter, rune_text};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 /// How deeply `${name:-...}` (and the other modifiers) may nest inside one another before the
@@ -121,7 +122,7 @@ impl Lex {
     /// assert_eq!(words, ["80/tcp", "443", "8080 x", "9 0"]);
     /// ```
     pub fn process_words<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Result<Vec<String>, ShellError> {
-        self.run(word, env).value.map(|(_, words)| words)
+        self.run(word, env, true, true).value.map(|(_, words)| words)
     }
 
     /// Expands `word` like [`Lex::process_word`] and reports which variables it looked up
@@ -139,13 +140,23 @@ impl Lex {
     /// assert_eq!(out.unmatched.into_iter().collect::<Vec<_>>(), ["OS"]);
     /// ```
     pub fn process_word_with_matches<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Expansion<String> {
+        self.expand_recording(word, env, true)
+    }
+
+    /// [`Lex::process_word_with_matches`] without recording the names found (`matched` stays
+    /// empty): what the dispatcher needs for its `UndefinedVar` lint, for less work.
+    pub(crate) fn process_word_with_unmatched<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Expansion<String> {
+        self.expand_recording(word, env, false)
+    }
+
+    fn expand_recording<E: EnvGetter + ?Sized>(&self, word: &str, env: &E, record_matched: bool) -> Expansion<String> {
         // A word with nothing to expand, unquote or unescape comes out as written (after the
         // byte-order mark `run` drops), without looking anything up.
         let src = word.strip_prefix('\u{feff}').unwrap_or(word);
         if self.is_literal(src) {
             return Expansion { value: Ok(src.to_owned()), matched: BTreeSet::new(), unmatched: BTreeSet::new() };
         }
-        let out = self.run(word, env);
+        let out = self.run(word, env, false, record_matched);
         Expansion { value: out.value.map(|(result, _)| result), matched: out.matched, unmatched: out.unmatched }
     }
 
@@ -214,7 +225,15 @@ impl Lex {
         !s.chars().any(|c| matches!(c, '$' | '<') || c == self.escape || (quotes && matches!(c, '\'' | '"')))
     }
 
-    fn run<E: EnvGetter + ?Sized>(&self, word: &str, env: &E) -> Expansion<(String, Vec<String>)> {
+    /// Expands `word`; the split words are only collected when `split` asks for them, the
+    /// names found only when `record_matched` does (undefined names always are).
+    fn run<E: EnvGetter + ?Sized>(
+        &self,
+        word: &str,
+        env: &E,
+        split: bool,
+        record_matched: bool,
+    ) -> Expansion<(String, Vec<String>)> {
         // Go's text/scanner drops a byte-order mark at the very start of its input.
         let src = word.strip_prefix('\u{feff}').unwrap_or(word);
         let mut sw = ShellWord {
@@ -223,6 +242,8 @@ impl Lex {
             src,
             pos: 0,
             raw_escapes: self.raw_escapes,
+            split,
+            record_matched,
             words_buffer: String::new(),
             depth: 0,
             matched: BTreeSet::new(),
@@ -241,6 +262,10 @@ struct ShellWord<'a, E: ?Sized> {
     src: &'a str,
     pos: usize,
     raw_escapes: bool,
+    /// Whether the words are wanted (`process_words`); when not, no words are built.
+    split: bool,
+    /// Whether defined names are recorded in `matched`.
+    record_matched: bool,
     /// Shared by every nesting level, exactly as in BuildKit: a nested `${...}` clears it, which
     /// is what drops the start of the current word in `process_words`.
     words_buffer: String,
@@ -251,14 +276,22 @@ struct ShellWord<'a, E: ?Sized> {
 
 /// Word splitting state of one nesting level (BuildKit's `wordsStruct`); its buffer is the
 /// shared [`ShellWord::words_buffer`], passed in.
-#[derive(Default)]
 struct Words {
     words: Vec<String>,
     in_word: bool,
+    /// False when the caller wants only the expanded text: then nothing is recorded.
+    on: bool,
 }
 
 impl Words {
+    fn new(on: bool) -> Self {
+        Self { words: Vec::new(), in_word: false, on }
+    }
+
     fn add_char(&mut self, buf: &mut String, ch: char) {
+        if !self.on {
+            return;
+        }
         if !ch.is_whitespace() {
             self.add_raw_char(buf, ch);
         } else if self.in_word && !buf.is_empty() {
@@ -268,19 +301,26 @@ impl Words {
     }
 
     fn add_raw_char(&mut self, buf: &mut String, ch: char) {
-        buf.push(ch);
-        self.in_word = true;
+        if self.on {
+            buf.push(ch);
+            self.in_word = true;
+        }
     }
 
     fn add_string(&mut self, buf: &mut String, s: &str) {
+        if !self.on {
+            return;
+        }
         for ch in s.chars() {
             self.add_char(buf, ch);
         }
     }
 
     fn add_raw_string(&mut self, buf: &mut String, s: &str) {
-        buf.push_str(s);
-        self.in_word = true;
+        if self.on {
+            buf.push_str(s);
+            self.in_word = true;
+        }
     }
 
     fn finish(mut self, buf: &mut String) -> Vec<String> {
@@ -319,9 +359,10 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
     }
 
     fn process_stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), Kind> {
-        let mut result = String::new();
+        // The whole word usually expands to about its own length; nested parts are short.
+        let mut result = if stop.is_none() { String::with_capacity(self.src.len()) } else { String::new() };
         self.words_buffer.clear();
-        let mut words = Words::default();
+        let mut words = Words::new(self.split);
         let quotes = !self.lex.skip_process_quotes;
 
         while let Some(ch) = self.peek() {
@@ -331,9 +372,9 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
             }
             let special = match ch {
                 '$' => Some(self.process_dollar()?),
-                '<' => Some(self.process_possible_heredoc()),
-                '\'' if quotes => Some(self.process_single_quote()?),
-                '"' if quotes => Some(self.process_double_quote()?),
+                '<' => Some(Cow::Owned(self.process_possible_heredoc())),
+                '\'' if quotes => Some(Cow::Owned(self.process_single_quote()?)),
+                '"' if quotes => Some(Cow::Owned(self.process_double_quote()?)),
                 _ => None,
             };
             if let Some(tmp) = special {
@@ -446,18 +487,19 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
         }
     }
 
-    fn process_dollar(&mut self) -> Result<String, Kind> {
+    /// One `$` expansion; a variable's value is borrowed from the environment.
+    fn process_dollar(&mut self) -> Result<Cow<'a, str>, Kind> {
         self.next();
 
         if self.peek() != Some('{') {
             let name = self.process_name();
             if name.is_empty() {
-                return Ok("$".to_owned());
+                return Ok(Cow::Borrowed("$"));
             }
-            return Ok(match self.get_env(&name) {
-                Some(value) => value.to_owned(),
-                None if self.lex.skip_unset_env => format!("${name}"),
-                None => String::new(),
+            return Ok(match self.get_env(name) {
+                Some(value) => Cow::Borrowed(value),
+                None if self.lex.skip_unset_env => Cow::Owned(format!("${name}")),
+                None => Cow::Borrowed(""),
             });
         }
 
@@ -469,50 +511,51 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
         }
         let name = self.process_name();
         let ch = self.next();
-        let mut modifier = String::from(rune_text(ch));
 
         match ch {
-            Some('}') => Ok(match self.get_env(&name) {
-                Some(value) => value.to_owned(),
-                None if self.lex.skip_unset_env => format!("${{{name}}}"),
-                None => String::new(),
+            Some('}') => Ok(match self.get_env(name) {
+                Some(value) => Cow::Borrowed(value),
+                None if self.lex.skip_unset_env => Cow::Owned(format!("${{{name}}}")),
+                None => Cow::Borrowed(""),
             }),
             Some(':' | '+' | '-' | '?' | '#' | '%') => {
                 let null_is_unset = ch == Some(':');
-                let op = if null_is_unset {
-                    let op = self.next();
-                    modifier.push(rune_text(op));
-                    op
-                } else {
-                    ch
+                let op = if null_is_unset { self.next() } else { ch };
+                // The modifier as written, for messages.
+                let modifier = || {
+                    let mut m = String::from(rune_text(ch));
+                    if null_is_unset {
+                        m.push(rune_text(op));
+                    }
+                    m
                 };
                 let raw_escapes = matches!(op, Some('#' | '%'));
                 if null_is_unset && raw_escapes {
-                    return Err(Kind::UnsupportedModifier { modifier });
+                    return Err(Kind::UnsupportedModifier { modifier: modifier() });
                 }
                 let word = match self.process_stop_on(Some('}'), raw_escapes) {
                     Ok((word, _)) => word,
                     Err(err) => return Err(self.at_end_means(err, Kind::MissingBrace)),
                 };
 
-                let value = self.get_env(&name);
+                let value = self.get_env(name);
                 if self.lex.skip_unset_env && value.is_none() {
-                    return Ok(format!("${{{name}{modifier}{word}}}"));
+                    return Ok(Cow::Owned(format!("${{{name}{}{word}}}", modifier())));
                 }
                 let empty = null_is_unset && value == Some("");
                 match op {
                     Some('-') => Ok(match value {
-                        Some(value) if !empty => value.to_owned(),
-                        _ => word,
+                        Some(value) if !empty => Cow::Borrowed(value),
+                        _ => Cow::Owned(word),
                     }),
                     Some('+') => Ok(match value {
-                        Some(_) if !empty => word,
-                        _ => String::new(),
+                        Some(_) if !empty => Cow::Owned(word),
+                        _ => Cow::Borrowed(""),
                     }),
                     Some('?') => match value {
                         None => Err(required(name, word, "is not allowed to be unset")),
                         Some(_) if empty => Err(required(name, word, "is not allowed to be empty")),
-                        Some(value) => Ok(value.to_owned()),
+                        Some(value) => Ok(Cow::Borrowed(value)),
                     },
                     Some(op @ ('#' | '%')) => {
                         // `##` and `%%` match the longest pattern, `#` and `%` the shortest.
@@ -526,9 +569,9 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
                         } else {
                             pattern::trim_prefix(pattern, value, greedy)
                         };
-                        trimmed.map_err(|(pattern, reason)| Kind::InvalidPattern { pattern, reason })
+                        trimmed.map(Cow::Owned).map_err(|(pattern, reason)| Kind::InvalidPattern { pattern, reason })
                     }
-                    _ => Err(Kind::UnsupportedModifier { modifier }),
+                    _ => Err(Kind::UnsupportedModifier { modifier: modifier() }),
                 }
             }
             Some('/') => {
@@ -544,42 +587,43 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
                     Ok((replacement, _)) => replacement,
                     Err(err) => return Err(self.at_end_means(err, Kind::MissingBrace)),
                 };
-                let value = self.get_env(&name);
+                let value = self.get_env(name);
                 if self.lex.skip_unset_env && value.is_none() {
                     // BuildKit writes `${name/p/r}` back even for `${name//p/r}`.
-                    return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
+                    return Ok(Cow::Owned(format!("${{{name}/{pattern}/{replacement}}}")));
                 }
                 pattern::replace(&pattern, value.unwrap_or(""), &replacement, all)
+                    .map(Cow::Owned)
                     .map_err(|(pattern, reason)| Kind::InvalidPattern { pattern, reason })
             }
-            _ => Err(Kind::UnsupportedModifier { modifier }),
+            _ => Err(Kind::UnsupportedModifier { modifier: String::from(rune_text(ch)) }),
         }
     }
 
     /// A variable name: a run of digits, one special parameter (`@*#?-$!0`), or letters,
-    /// digits and `_`; empty when none of these follows.
-    fn process_name(&mut self) -> String {
-        let mut name = String::new();
+    /// digits and `_`; empty when none of these follows. Always a contiguous part of the word.
+    fn process_name(&mut self) -> &'a str {
+        let src: &'a str = self.src;
+        let start = self.pos;
+        let mut empty = true;
         while let Some(ch) = self.peek() {
-            if name.is_empty() && is_digit(ch) {
-                while let Some(digit) = self.peek().filter(|&c| is_digit(c)) {
+            if empty && is_digit(ch) {
+                while self.peek().is_some_and(is_digit) {
                     self.next();
-                    name.push(digit);
                 }
-                return name;
+                return &src[start..self.pos];
             }
-            if name.is_empty() && matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
+            if empty && matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
                 self.next();
-                name.push(ch);
-                return name;
+                return &src[start..self.pos];
             }
             if !is_letter(ch) && !is_digit(ch) && ch != '_' {
                 break;
             }
             self.next();
-            name.push(ch);
+            empty = false;
         }
-        name
+        &src[start..self.pos]
     }
 
     /// `<<` and the blanks after it stay together so a heredoc marker is one word.
@@ -601,7 +645,11 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
     fn get_env(&mut self, name: &str) -> Option<&'a str> {
         let env: &'a E = self.env;
         let value = env.get(name);
-        let seen = if value.is_some() { &mut self.matched } else { &mut self.unmatched };
+        let seen = match value {
+            Some(_) if !self.record_matched => return value,
+            Some(_) => &mut self.matched,
+            None => &mut self.unmatched,
+        };
         if !seen.contains(name) {
             seen.insert(name.to_owned());
         }
@@ -609,7 +657,7 @@ impl<'a, E: EnvGetter + ?Sized> ShellWord<'a, E> {
     }
 }
 
-fn required(name: String, word: String, default: &str) -> Kind {
+fn required(name: &str, word: String, default: &str) -> Kind {
     let message = if word.is_empty() { default.to_owned() } else { word };
-    Kind::Required { name, message }
+    Kind::Required { name: name.to_owned(), message }
 }
