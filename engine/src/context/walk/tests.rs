@@ -263,3 +263,28 @@ fn fifty_thousand_files_walk_fast() {
     assert_eq!(result.entries.len(), 500 * 102 + 1);
     assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
 }
+
+#[test]
+fn sorting_by_permutation_equals_a_plain_sort() {
+    let names = ["b", "a/b", "a-b", "a", "c/d/e", "a/b/c", "ab", "c", "c/d", "a.b", "z", "c/a"];
+    // Every rotation and the reversal of the list, so that cycles of many lengths occur.
+    let mut orders: Vec<Vec<&str>> =
+        (0..names.len()).map(|r| names.iter().cycle().skip(r).take(names.len()).copied().collect()).collect();
+    orders.push(names.iter().rev().copied().collect());
+    for order in orders {
+        let mut entries: Vec<Entry> = order
+            .iter()
+            .map(|n| Entry {
+                path: PathBuf::from(n),
+                kind: EntryKind::File,
+                mode: 0,
+                size: 0,
+                stat: Default::default(),
+            })
+            .collect();
+        let mut expected = entries.clone();
+        expected.sort_by(|a, b| path_order(&a.path, &b.path));
+        sort_in_path_order(&mut entries);
+        assert_eq!(entries, expected, "from {order:?}");
+    }
+}
