@@ -435,6 +435,8 @@ impl StatCache {
             let at = self.data.len();
             encode_record(&mut self.data, path, &key, &digest);
             self.link(at);
+            // No longer what the file holds, so `save` must write it.
+            self.clean_at = None;
         }
     }
 
@@ -602,6 +604,22 @@ mod tests {
         assert_eq!(cache.len(), 1);
         cache.save(&file).unwrap();
         assert_eq!(StatCache::load(&file).lookup(&e), None);
+    }
+
+    #[test]
+    fn a_record_added_to_a_loaded_cache_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        let (a, b) = (entry("a", now_ns() - HOUR_NS), entry("b", now_ns() - HOUR_NS));
+        let mut cache = StatCache::new();
+        cache.record(&a, key_of(&a), now_ns(), Digest::of(b"a"));
+        cache.save(&file).unwrap();
+        let mut loaded = StatCache::load(&file);
+        loaded.record(&b, key_of(&b), now_ns(), Digest::of(b"b"));
+        loaded.save(&file).unwrap();
+        let reloaded = StatCache::load(&file).with_racy_window(Duration::ZERO);
+        assert_eq!(reloaded.len(), 2);
+        assert_eq!(reloaded.lookup(&b), Some(Digest::of(b"b")));
     }
 
     #[test]
