@@ -13,7 +13,12 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tools::{busybox as fixture, run_tool as run};
+use tools::{fixture_layout, run_tool as run};
+
+/// The busybox fixture layout (tag `busybox`).
+fn fixture() -> &'static Path {
+    fixture_layout("busybox")
+}
 
 use nullspace_native::layer::{Chown, CopyOptions, Layer, LayerInfo, LayerOptions};
 use nullspace_native::layout::{OciDir, append_layer, epoch_to_rfc3339};

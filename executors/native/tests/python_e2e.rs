@@ -5,9 +5,12 @@
 //! umoci and its start command run by runc on the host network, and the app must answer. No CA
 //! bundle or resolv.conf content may be in any layer we made.
 
+#[path = "common/tools.rs"]
+mod tools;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,30 +23,7 @@ use nullspace_native::layout::OciDir;
 use nullspace_plan::builder::{CopyOptions, Template, wait_for_port};
 use nullspace_plan::normalize::{PlanOptions, plan};
 use tokio_util::sync::CancellationToken;
-
-/// Runs a tool, failing the test with its output if it is missing or fails.
-fn run_tool(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The Debian+Python fixture layout (tag `python`), copied from the machine's cache.
-fn python_fixture() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("python-oci");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/python/build.sh");
-    if !dir.join("index.json").exists() {
-        run_tool(Command::new("flock").arg(dir.with_extension("lock")).arg("bash").arg(script).arg(&dir));
-    }
-    dir
-}
+use tools::{fixture_layout, run_tool};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -85,7 +65,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_template_builds_and_its_app_answers() {
-    let base = python_fixture();
+    let base = fixture_layout("python");
     let dir = tempfile::tempdir().unwrap();
     let ctx = dir.path().join("ctx");
     std::fs::create_dir_all(ctx.join("app")).unwrap();

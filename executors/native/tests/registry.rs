@@ -23,7 +23,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use std::str::FromStr;
-use tools::{busybox as fixture, run_tool as run};
+use tools::{fixture_layout, run_tool as run};
+
+/// The busybox fixture layout (tag `busybox`).
+fn fixture() -> &'static Path {
+    fixture_layout("busybox")
+}
 
 use nullspace_engine::cas::{BlobStore, Digest};
 use nullspace_native::layer::{Layer, LayerOptions};

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::tools::{busybox, run_tool};
+use crate::tools::{fixture_layout, run_tool};
 
 /// `oci:FIXTURE:busybox`.
 pub fn busybox_ref() -> String {
-    format!("oci:{}:busybox", busybox().display())
+    format!("oci:{}:busybox", fixture_layout("busybox").display())
 }
 
 /// Mount points under `needle` still listed in this process's mount table.
