@@ -27,7 +27,6 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
-use std::hash::BuildHasher;
 use std::io::{self, Read};
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
@@ -39,10 +38,10 @@ use std::thread;
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry as TableEntry;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 use sha2::{Digest as _, Sha256};
 
-use super::statcache::{StatCache, StatKey, now_ns};
+use super::statcache::{StatCache, StatKey, now_ns, path_hash};
 use super::walk::path_order;
 use super::{Entry, EntryKind, StatInfo};
 use crate::cas::Digest;
@@ -492,10 +491,6 @@ struct Tree {
     nodes: Vec<Node>,
     text: Vec<u8>,
     index: HashTable<usize>,
-}
-
-fn path_hash(path: &[u8]) -> u64 {
-    FxBuildHasher.hash_one(path)
 }
 
 impl Tree {

@@ -186,7 +186,9 @@ impl std::fmt::Debug for StatCache {
     }
 }
 
-fn path_hash(path: &[u8]) -> u64 {
+/// The hash both offset tables of the context (this cache's and the content-hash tree's) use
+/// for path bytes.
+pub(crate) fn path_hash(path: &[u8]) -> u64 {
     FxBuildHasher.hash_one(path)
 }
 
