@@ -157,15 +157,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
             };
             let reference: TemplateRef = reference.parse()?;
             let page = e.list_builds(&engine.tenant()?, &reference, &query).await?;
-            if engine.json {
-                output::emit_json(&serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }))?;
-            } else {
-                let mut text: String = page.items.iter().map(row).collect();
-                if let Some(c) = page.next_cursor {
-                    text.push_str(&format!("next page: --cursor {c}\n"));
-                }
-                output::emit(&text)?;
-            }
+            output::emit_page(&page, engine.json, row)?;
         }
         Command::Show { id, engine } => {
             let e = engine.engine().await?;

@@ -153,15 +153,7 @@ pub async fn run(command: Command) -> Result<ExitCode> {
                 limit,
             };
             let page = e.list(&engine.tenant()?, &query).await?;
-            if engine.json {
-                output::emit_json(&serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }))?;
-            } else {
-                let mut text: String = page.items.iter().map(describe).collect();
-                if let Some(c) = page.next_cursor {
-                    text.push_str(&format!("next page: --cursor {c}\n"));
-                }
-                output::emit(&text)?;
-            }
+            output::emit_page(&page, engine.json, describe)?;
         }
         Command::Tag { target, tags, engine } => {
             let e = engine.engine().await?;
