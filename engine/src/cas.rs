@@ -62,20 +62,28 @@ impl Digest {
 
     /// The 64 lowercase hex digits, without the `sha256:` prefix.
     pub fn hex(&self) -> String {
+        let mut out = [0u8; 64];
+        self.write_hex(&mut out);
+        out.iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// Writes the 64 hex digits into `out`; no allocation, as directory hashing does this for
+    /// every entry of a context.
+    fn write_hex(&self, out: &mut [u8; 64]) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xf)]));
+        for (pair, b) in out.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
         }
-        s
     }
 
     /// The full `sha256:<hex>` form as bytes, which is what BuildKit feeds into its hashes.
     pub(crate) fn to_prefixed_bytes(self) -> [u8; 71] {
         let mut out = [0u8; 71];
         out[..7].copy_from_slice(b"sha256:");
-        out[7..].copy_from_slice(self.hex().as_bytes());
+        let mut hex = [0u8; 64];
+        self.write_hex(&mut hex);
+        out[7..].copy_from_slice(&hex);
         out
     }
 

@@ -319,6 +319,11 @@ fn malformed_entry_lists_are_refused() {
     let mut dotted = entries.clone();
     dotted[1].path = PathBuf::from("d/../f");
     assert!(matches!(hash_context(root, &dotted, None), Err(HashError::InvalidEntryPath { .. })));
+    // A parent that is listed but is a file.
+    let mut under_file = entries.clone();
+    under_file.push(Entry { path: PathBuf::from("d/f/x"), ..entries[1].clone() });
+    let err = hash_context(root, &under_file, None).unwrap_err();
+    assert!(matches!(&err, HashError::MissingParent { parent, .. } if parent == Path::new("d/f")), "{err:?}");
 }
 
 #[test]

@@ -33,11 +33,11 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use hashbrown::HashTable;
-use hashbrown::hash_table::Entry as TableEntry;
 use rustc_hash::FxHashMap;
 use sha2::{Digest as _, Sha256};
 
@@ -483,14 +483,15 @@ struct Node {
     result: PathDigest,
 }
 
-/// A hashed tree: `nodes[0]` is the root. Paths (`/`-joined, relative) and symlink targets live
-/// in one buffer and `index` finds a node by path, so a tree of 50,000 entries costs a handful
-/// of allocations rather than 100,000.
+/// A hashed tree: `nodes[0]` is the root, the others follow in path order. Paths (`/`-joined,
+/// relative) and symlink targets live in one buffer, so a tree of 50,000 entries costs a
+/// handful of allocations rather than 100,000. The index by path is built on the first lookup:
+/// a context hashed only for its digest never needs it.
 #[derive(Debug, Clone)]
 struct Tree {
     nodes: Vec<Node>,
     text: Vec<u8>,
-    index: HashTable<usize>,
+    index: OnceLock<HashTable<usize>>,
 }
 
 impl Tree {
@@ -499,7 +500,15 @@ impl Tree {
     }
 
     fn find(&self, path: &[u8]) -> Option<usize> {
-        self.index.find(path_hash(path), |&i| self.text(self.nodes[i].path) == path).copied()
+        let index = self.index.get_or_init(|| {
+            let mut index = HashTable::with_capacity(self.nodes.len());
+            for (i, node) in self.nodes.iter().enumerate() {
+                // Paths were checked to be unique while the tree was built.
+                index.insert_unique(path_hash(self.text(node.path)), i, |&j| path_hash(self.text(self.nodes[j].path)));
+            }
+            index
+        });
+        index.find(path_hash(path), |&i| self.text(self.nodes[i].path) == path).copied()
     }
 }
 
@@ -516,6 +525,12 @@ fn valid_entry_path(path: &[u8]) -> bool {
 }
 
 /// Hashes `entries` found under `base`; see the module docs.
+///
+/// Everything runs over the entries in path order (sorted here unless they already are, as a
+/// walk gives them): every directory's subtree is then contiguous and its children come in byte
+/// order of their names, which is the order the contents hash wants; a duplicate sits next to
+/// its twin; and a stack of the directories still open checks parents and hashes contents in
+/// one pass each.
 fn hash_tree(
     base: &Path,
     entries: &[Entry],
@@ -523,36 +538,44 @@ fn hash_tree(
     ownership: Ownership,
     cache: Option<&mut StatCache>,
 ) -> Result<(Tree, HashStats), HashError> {
+    let order: Option<Vec<usize>> = (!entries.is_sorted_by(|a, b| path_order(&a.path, &b.path).is_le())).then(|| {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_unstable_by(|&a, &b| path_order(&entries[a].path, &entries[b].path));
+        order
+    });
+    let at = |k: usize| -> &Entry { &entries[order.as_ref().map_or(k, |o| o[k])] };
     let n = entries.len() + 1;
-    let path_of = |i: usize| -> &[u8] { if i == 0 { b"" } else { entries[i - 1].path.as_os_str().as_bytes() } };
-    let mut index: HashTable<usize> = HashTable::with_capacity(n);
-    index.insert_unique(path_hash(b""), 0, |&i| path_hash(path_of(i)));
-    for (i, e) in entries.iter().enumerate() {
+
+    // Node k + 1 is `at(k)`; its path goes into `text` once checked.
+    let mut text: Vec<u8> = Vec::with_capacity(entries.len() * 48);
+    let mut paths = Vec::with_capacity(n);
+    paths.push(Span { start: 0, len: 0 });
+    let mut open: Vec<Span> = vec![paths[0]];
+    for k in 0..entries.len() {
+        let e = at(k);
         let bytes = e.path.as_os_str().as_bytes();
         if !valid_entry_path(bytes) {
             return Err(HashError::InvalidEntryPath { path: e.path.clone() });
         }
-        match index.entry(path_hash(bytes), |&j| path_of(j) == bytes, |&j| path_hash(path_of(j))) {
-            TableEntry::Occupied(_) => return Err(HashError::DuplicateEntry { path: e.path.clone() }),
-            TableEntry::Vacant(slot) => {
-                slot.insert(i + 1);
-            }
+        if k > 0 && at(k - 1).path.as_os_str().as_bytes() == bytes {
+            return Err(HashError::DuplicateEntry { path: e.path.clone() });
         }
-    }
-    for e in entries {
-        let bytes = e.path.as_os_str().as_bytes();
-        let parent = match bytes.iter().rposition(|&b| b == b'/') {
-            Some(slash) => &bytes[..slash],
-            None => &[][..],
-        };
-        let parent_is_dir = index
-            .find(path_hash(parent), |&j| path_of(j) == parent)
-            .is_some_and(|&p| p == 0 || entries[p - 1].kind == EntryKind::Dir);
-        if !parent_is_dir {
+        let parent = &bytes[..name_start(bytes).saturating_sub(1)];
+        let span_text = |span: Span| &text[span.start..span.start + span.len];
+        while open.len() > 1 && open.last().is_some_and(|&top| span_text(top) != parent) {
+            open.pop();
+        }
+        if open.last().is_none_or(|&top| span_text(top) != parent) {
             return Err(HashError::MissingParent {
                 path: e.path.clone(),
                 parent: PathBuf::from(OsStr::from_bytes(parent)),
             });
+        }
+        let span = Span { start: text.len(), len: bytes.len() };
+        text.extend_from_slice(bytes);
+        paths.push(span);
+        if e.kind == EntryKind::Dir {
+            open.push(span);
         }
     }
 
@@ -564,67 +587,58 @@ fn hash_tree(
     });
     let mut carried = Vec::new();
     if let Some(old) = cache.as_deref() {
-        for (i, e) in entries.iter().enumerate() {
-            if let Some(d) = old.lookup(e) {
-                leaf[i + 1] = Some(d);
-                carried.push(e);
-            }
-        }
+        lookup_all(old, &at, &mut leaf[1..]);
+        carried.extend((0..entries.len()).filter(|&k| leaf[k + 1].is_some()).map(&at));
         stats.cache_hits = carried.len() as u64;
     }
 
     // One job per path to read, hardlinked files grouped so that their content is read once.
     let mut jobs: Vec<Vec<usize>> = Vec::new();
     let mut by_inode: FxHashMap<(u64, u64), usize> = FxHashMap::default();
-    for (i, e) in entries.iter().enumerate() {
-        if leaf[i + 1].is_some() {
+    for k in 0..entries.len() {
+        if leaf[k + 1].is_some() {
             continue;
         }
+        let e = at(k);
         if e.kind == EntryKind::File && e.stat.nlink > 1 {
             match by_inode.get(&(e.stat.dev, e.stat.ino)) {
-                Some(&job) => jobs[job].push(i),
+                Some(&job) => jobs[job].push(k),
                 None => {
                     by_inode.insert((e.stat.dev, e.stat.ino), jobs.len());
-                    jobs.push(vec![i]);
+                    jobs.push(vec![k]);
                 }
             }
         } else {
-            jobs.push(vec![i]);
+            jobs.push(vec![k]);
         }
     }
     let results = parallel_map(jobs.len(), |j, buf| {
-        let e = &entries[jobs[j][0]];
+        let e = at(jobs[j][0]);
         leaf_digest(&base.join(&e.path), e, ownership, buf)
     })?;
     for (job, out) in jobs.iter().zip(&results) {
-        match entries[job[0]].kind {
+        match at(job[0]).kind {
             EntryKind::File => {
                 stats.files_hashed += 1;
                 stats.bytes_hashed += out.bytes;
             }
             _ => stats.headers_hashed += 1,
         }
-        for &i in job {
-            leaf[i + 1] = Some(out.digest);
+        for &k in job {
+            leaf[k + 1] = Some(out.digest);
         }
     }
     if let Some(cache) = cache {
-        let computed = jobs.iter().zip(&results).flat_map(|(job, out)| {
-            job.iter().map(move |&i| (&entries[i], out.verified, out.observed_at_ns, out.digest))
-        });
+        let computed = jobs
+            .iter()
+            .zip(&results)
+            .flat_map(|(job, out)| job.iter().map(move |&k| (at(k), out.verified, out.observed_at_ns, out.digest)));
         cache.update(&carried, computed);
     }
 
-    // Directory contents in one pass over the entries in path order: there every directory's
-    // subtree is contiguous and its children come in byte order of their names, which is the
-    // order the contents hash wants. A stack holds the directories still open.
+    // Directory contents, with a stack of the directories still open (parents were checked).
+    let path_of = |i: usize| &text[paths[i].start..paths[i].start + paths[i].len];
     let mut contents: Vec<Option<Digest>> = vec![None; n];
-    let sorted: Option<Vec<usize>> = (!entries.is_sorted_by(|a, b| path_order(&a.path, &b.path).is_le())).then(|| {
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_unstable_by(|&a, &b| path_order(&entries[a].path, &entries[b].path));
-        order
-    });
-    let name_of = |path: &'_ [u8]| -> usize { path.iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1) };
     let open_dir = |header: Option<Digest>| {
         let mut h = Sha256::new();
         h.update(b"\0");
@@ -633,7 +647,7 @@ fn hash_tree(
     };
     let add_child = |h: &mut Sha256, path: &[u8], digest: Digest| {
         h.update(b"\0");
-        h.update(&path[name_of(path)..]);
+        h.update(&path[name_start(path)..]);
         h.update(digest.to_prefixed_bytes());
     };
     let mut open: Vec<(usize, Sha256)> = vec![(0, open_dir(leaf[0]))];
@@ -646,16 +660,14 @@ fn hash_tree(
             }
         }
     };
-    for k in 0..entries.len() {
-        let i = sorted.as_ref().map_or(k, |order| order[k]) + 1;
+    for (i, header) in leaf.iter().enumerate().skip(1) {
         let path = path_of(i);
-        let parent = &path[..name_of(path).saturating_sub(1)];
-        // The parent was checked to be listed, and it sorts before its children, so it is open.
+        let parent = &path[..name_start(path).saturating_sub(1)];
         while open.last().is_some_and(|&(d, _)| path_of(d) != parent) && open.len() > 1 {
             close_top(&mut open, &mut contents);
         }
-        let digest = leaf[i].unwrap_or_else(|| Digest::of(b""));
-        if entries[i - 1].kind == EntryKind::Dir {
+        let digest = header.unwrap_or_else(|| Digest::of(b""));
+        if at(i - 1).kind == EntryKind::Dir {
             open.push((i, open_dir(Some(digest))));
         } else if let Some((_, h)) = open.last_mut() {
             add_child(h, path, digest);
@@ -666,34 +678,57 @@ fn hash_tree(
     }
 
     let mut nodes = Vec::with_capacity(n);
-    let mut text = Vec::with_capacity(entries.iter().map(|e| e.path.as_os_str().len()).sum());
-    let mut keep = |bytes: &[u8]| {
-        let span = Span { start: text.len(), len: bytes.len() };
-        text.extend_from_slice(bytes);
-        span
-    };
     let root_contents = contents[0].unwrap_or_else(|| Digest::of(b""));
     nodes.push(Node {
-        path: keep(b""),
+        path: paths[0],
         kind: NodeKind::Dir,
         result: PathDigest { digest: root_contents, dir_header: leaf[0] },
     });
-    for (i, e) in entries.iter().enumerate() {
-        let header = leaf[i + 1].unwrap_or_else(|| Digest::of(b""));
-        let path = keep(e.path.as_os_str().as_bytes());
-        let (kind, result) = match &e.kind {
+    for i in 1..n {
+        let header = leaf[i].unwrap_or_else(|| Digest::of(b""));
+        let (kind, result) = match &at(i - 1).kind {
             EntryKind::Dir => {
-                (NodeKind::Dir, PathDigest { digest: contents[i + 1].unwrap_or(header), dir_header: Some(header) })
+                (NodeKind::Dir, PathDigest { digest: contents[i].unwrap_or(header), dir_header: Some(header) })
             }
             EntryKind::File => (NodeKind::File, PathDigest { digest: header, dir_header: None }),
-            EntryKind::Symlink { target } => (
-                NodeKind::Symlink(keep(target.as_os_str().as_bytes())),
-                PathDigest { digest: header, dir_header: None },
-            ),
+            EntryKind::Symlink { target } => {
+                let target = target.as_os_str().as_bytes();
+                let span = Span { start: text.len(), len: target.len() };
+                text.extend_from_slice(target);
+                (NodeKind::Symlink(span), PathDigest { digest: header, dir_header: None })
+            }
         };
-        nodes.push(Node { path, kind, result });
+        nodes.push(Node { path: paths[i], kind, result });
     }
-    Ok((Tree { nodes, text, index }, stats))
+    Ok((Tree { nodes, text, index: OnceLock::new() }, stats))
+}
+
+/// Where the last component of a `/`-joined path starts.
+fn name_start(path: &[u8]) -> usize {
+    path.iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1)
+}
+
+/// Looks up every entry (`at(k)` for `k` in `0..out.len()`) in `cache` into `out`, split across
+/// the cores: a warm run over a large context spends most of its own time here.
+fn lookup_all<'e>(cache: &StatCache, at: &(impl Fn(usize) -> &'e Entry + Sync), out: &mut [Option<Digest>]) {
+    const MIN_CHUNK: usize = 4096;
+    let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get).min(out.len() / MIN_CHUNK).max(1);
+    let chunk = out.len().div_ceil(workers).max(1);
+    let look_up = |c: usize, part: &mut [Option<Digest>]| {
+        for (j, slot) in part.iter_mut().enumerate() {
+            *slot = cache.lookup(at(c * chunk + j));
+        }
+    };
+    thread::scope(|s| {
+        let mut parts = out.chunks_mut(chunk).enumerate();
+        let first = parts.next();
+        for (c, part) in parts {
+            s.spawn(move || look_up(c, part));
+        }
+        if let Some((c, part)) = first {
+            look_up(c, part);
+        }
+    });
 }
 
 /// Runs `f(0..n)` on all cores, each worker with its own read buffer; returns the results in

@@ -20,14 +20,13 @@
 //! (fsutil's `ComparePath`: `a/b` sorts before `a-b`, because `/` sorts first).
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{DirEntry, Metadata};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
 use super::ignore::{IgnoreFileError, MatchInfo, PatternError, PatternMatcher, find_ignore_file, read_ignore_file};
@@ -306,11 +305,28 @@ impl Descend {
 
 /// A directory waiting to be read.
 struct DirJob {
+    /// Where its listing goes in [`Found::listings`] once the threads' results are joined.
+    id: usize,
     abs: PathBuf,
     rel: Vec<u8>,
     info: MatchInfo,
     excluded: bool,
 }
+
+/// What an entry of a directory's listing leads to.
+#[derive(Clone, Copy)]
+enum Listed {
+    /// A file or symlink (or an included directory's leaf, if it could not be read).
+    Leaf,
+    /// An included directory, whose own listing has this id.
+    Dir(usize),
+    /// An excluded directory entered for the sake of exceptions, whose own listing has this id:
+    /// it is sent only if something inside it is.
+    ExcludedDir(usize),
+}
+
+/// One directory's entries, sorted by name.
+type Listing = Vec<(Entry, Listed)>;
 
 struct Queue {
     jobs: Vec<DirJob>,
@@ -320,8 +336,8 @@ struct Queue {
 /// What one thread found.
 #[derive(Default)]
 struct Found {
-    included: Vec<Entry>,
-    excluded_dirs: Vec<Entry>,
+    /// The listing of each directory read, by [`DirJob::id`].
+    listings: Vec<(usize, Listing)>,
     excluded: Stats,
     unsupported: Vec<Unsupported>,
     errors: Vec<WalkError>,
@@ -332,17 +348,19 @@ struct Shared<'a> {
     /// Whether excluded files are `lstat`ed for their size.
     sizes: bool,
     descend: Descend,
+    next_id: AtomicUsize,
     queue: Mutex<Queue>,
     wake: Condvar,
     abort: AtomicBool,
 }
 
 fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize, sizes: bool) -> Result<Found, WalkError> {
-    let root_job = DirJob { abs: root.to_owned(), rel: Vec::new(), info: MatchInfo::default(), excluded: false };
+    let root_job = DirJob { id: 0, abs: root.to_owned(), rel: Vec::new(), info: MatchInfo::default(), excluded: false };
     let shared = Shared {
         matcher,
         sizes,
         descend: Descend::new(matcher),
+        next_id: AtomicUsize::new(1),
         queue: Mutex::new(Queue { jobs: vec![root_job], busy: 0 }),
         wake: Condvar::new(),
         abort: AtomicBool::new(false),
@@ -354,8 +372,7 @@ fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize, sizes: bool)
     });
     let mut all = Found::default();
     for found in founds {
-        all.included.extend(found.included);
-        all.excluded_dirs.extend(found.excluded_dirs);
+        all.listings.extend(found.listings);
         all.excluded.entries += found.excluded.entries;
         all.excluded.bytes += found.excluded.bytes;
         all.unsupported.extend(found.unsupported);
@@ -390,10 +407,17 @@ fn worker(shared: &Shared<'_>) -> Found {
         };
         let guard = PanicGuard(shared);
         let mut subdirs = Vec::new();
-        if let Err(error) = read_dir(shared, &job, &mut found, &mut subdirs) {
+        let mut listing = Vec::new();
+        if let Err(error) = read_dir(shared, &job, &mut listing, &mut found, &mut subdirs) {
             found.errors.push(error);
             shared.abort.store(true, AtomicOrdering::Relaxed);
         }
+        // Siblings share their parent's path, so their names alone decide their order.
+        let name_at = job.rel.len() + usize::from(!job.rel.is_empty());
+        listing.sort_unstable_by(|(a, _), (b, _)| {
+            a.path.as_os_str().as_bytes()[name_at..].cmp(&b.path.as_os_str().as_bytes()[name_at..])
+        });
+        found.listings.push((job.id, listing));
         std::mem::forget(guard);
         let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.busy -= 1;
@@ -424,7 +448,13 @@ fn vanished(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
-fn read_dir(shared: &Shared<'_>, job: &DirJob, found: &mut Found, subdirs: &mut Vec<DirJob>) -> Result<(), WalkError> {
+fn read_dir(
+    shared: &Shared<'_>,
+    job: &DirJob,
+    listing: &mut Listing,
+    found: &mut Found,
+    subdirs: &mut Vec<DirJob>,
+) -> Result<(), WalkError> {
     let unreadable = |source: io::Error| -> Result<(), WalkError> {
         if vanished(&source) {
             return Ok(());
@@ -451,7 +481,7 @@ fn read_dir(shared: &Shared<'_>, job: &DirJob, found: &mut Found, subdirs: &mut 
             rel.push(b'/');
         }
         rel.extend_from_slice(name.as_bytes());
-        visit(shared, job, entry, rel, found, subdirs)?;
+        visit(shared, job, entry, rel, listing, found, subdirs)?;
     }
     Ok(())
 }
@@ -461,6 +491,7 @@ fn visit(
     job: &DirJob,
     entry: DirEntry,
     rel: Vec<u8>,
+    listing: &mut Listing,
     found: &mut Found,
     subdirs: &mut Vec<DirJob>,
 ) -> Result<(), WalkError> {
@@ -477,10 +508,11 @@ fn visit(
     if excluded {
         if is_dir && shared.descend.enters(&rel) {
             // Entered for the sake of exceptions; listed only if something inside is included.
-            if let Some(entry) = examine(&entry, &rel)? {
-                found.excluded_dirs.push(entry);
+            if let Some(listed) = examine(&entry, &rel)? {
+                let id = shared.next_id.fetch_add(1, AtomicOrdering::Relaxed);
+                listing.push((listed, Listed::ExcludedDir(id)));
+                subdirs.push(DirJob { id, abs: entry.path(), rel, info, excluded: true });
             }
-            subdirs.push(DirJob { abs: entry.path(), rel, info, excluded: true });
         } else {
             let size = if is_dir || !shared.sizes {
                 0
@@ -517,11 +549,12 @@ fn visit(
     }
     if file_type.is_dir() {
         if let Some(listed) = to_entry(&entry, rel_path(&rel), &metadata)? {
-            subdirs.push(DirJob { abs: entry.path(), rel, info, excluded: false });
-            found.included.push(listed);
+            let id = shared.next_id.fetch_add(1, AtomicOrdering::Relaxed);
+            listing.push((listed, Listed::Dir(id)));
+            subdirs.push(DirJob { id, abs: entry.path(), rel, info, excluded: false });
         }
     } else if let Some(listed) = to_entry(&entry, PathBuf::from(OsString::from_vec(rel)), &metadata)? {
-        found.included.push(listed);
+        listing.push((listed, Listed::Leaf));
     }
     Ok(())
 }
@@ -590,58 +623,48 @@ pub fn path_order(a: &Path, b: &Path) -> Ordering {
     }
 }
 
-/// Sorts entries by [`path_order`]. An [`Entry`] is over a hundred bytes, so the sort moves
-/// indices and each entry then moves once, into its place (following the permutation's cycles).
-fn sort_in_path_order(entries: &mut [Entry]) {
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_unstable_by(|&a, &b| path_order(&entries[a].path, &entries[b].path));
-    // `order[i]` is the entry that belongs at `i`; each cycle is rotated by swaps along it.
-    for start in 0..order.len() {
-        let mut at = start;
-        while order[at] != start {
-            let from = order[at];
-            entries.swap(at, from);
-            order[at] = at;
-            at = from;
-        }
-        order[at] = at;
-    }
-}
-
-/// Lists the excluded directories above included entries, sorts, and counts.
+/// Joins the directories' listings depth first, which is [`path_order`] since each listing is
+/// sorted by name: no sort of the whole context is needed. An excluded directory that was
+/// entered is kept only if something under it was included.
 fn assemble(found: Found) -> WalkResult {
-    let Found { mut included, excluded_dirs, mut excluded, mut unsupported, .. } = found;
-    let mut needed = vec![false; excluded_dirs.len()];
-    if !excluded_dirs.is_empty() {
-        let index: HashMap<&[u8], usize> =
-            excluded_dirs.iter().enumerate().map(|(i, e)| (e.path.as_os_str().as_bytes(), i)).collect();
-        let parent = |path: &[u8]| path.iter().rposition(|&b| b == b'/').map(|cut| path[..cut].to_vec());
-        for entry in &included {
-            let mut up = parent(entry.path.as_os_str().as_bytes());
-            while let Some(dir) = up {
-                match index.get(dir.as_slice()) {
-                    // Once a directory is listed, so are the ones above it.
-                    Some(&i) if !needed[i] => needed[i] = true,
-                    _ => break,
+    let Found { listings, mut excluded, mut unsupported, .. } = found;
+    let mut by_id: Vec<Option<Listing>> = Vec::new();
+    by_id.resize_with(listings.iter().map(|(id, _)| id + 1).max().unwrap_or(0), || None);
+    let total = listings.iter().map(|(_, l)| l.len()).sum();
+    for (id, listing) in listings {
+        by_id[id] = Some(listing);
+    }
+    let mut take = |id: usize| by_id.get_mut(id).and_then(Option::take).unwrap_or_default().into_iter();
+    let mut entries = Vec::with_capacity(total);
+    // Each open directory: its remaining entries, and for an excluded one, where its own entry
+    // sits in `entries`.
+    let mut open = vec![(take(0), None::<usize>)];
+    while let Some((rest, _)) = open.last_mut() {
+        match rest.next() {
+            Some((entry, listed)) => {
+                entries.push(entry);
+                match listed {
+                    Listed::Leaf => {}
+                    Listed::Dir(id) => open.push((take(id), None)),
+                    Listed::ExcludedDir(id) => open.push((take(id), Some(entries.len() - 1))),
                 }
-                up = parent(&dir);
+            }
+            None => {
+                if let Some((_, Some(at))) = open.pop()
+                    && entries.len() == at + 1
+                {
+                    entries.pop();
+                    excluded.add(0);
+                }
             }
         }
     }
-    for (entry, needed) in excluded_dirs.into_iter().zip(needed) {
-        if needed {
-            included.push(entry);
-        } else {
-            excluded.add(0);
-        }
-    }
-    sort_in_path_order(&mut included);
     unsupported.sort_unstable_by(|a, b| path_order(&a.path, &b.path));
     let mut stats = Stats::default();
-    for entry in &included {
+    for entry in &entries {
         stats.add(if entry.kind == EntryKind::File { entry.size } else { 0 });
     }
-    WalkResult { entries: included, included: stats, excluded, unsupported, ignore_file: None, patterns: Vec::new() }
+    WalkResult { entries, included: stats, excluded, unsupported, ignore_file: None, patterns: Vec::new() }
 }
 
 #[cfg(test)]

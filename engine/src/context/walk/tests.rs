@@ -241,50 +241,23 @@ fn thread_count_does_not_change_the_result() {
     assert_eq!(one.entries.len(), expected);
 }
 
-/// `cargo test -p nullspace-engine --release --lib -- --ignored --nocapture fifty_thousand`
 #[test]
-#[ignore = "timing check, run in release by hand"]
-fn fifty_thousand_files_walk_fast() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for d in 0..500 {
-        let sub = dir.path().join(format!("pkg{d}/src"));
-        std::fs::create_dir_all(&sub).expect("mkdir");
-        for f in 0..100 {
-            std::fs::write(sub.join(format!("m{f}.py")), "x").expect("write");
-        }
-    }
-    std::fs::write(dir.path().join(".dockerignore"), "**/__pycache__\n*.log\n!pkg1/keep\n").expect("write");
-    let walker = Walker::new(dir.path());
-    walker.walk().expect("warm-up walk");
-    let start = std::time::Instant::now();
-    let result = walker.walk().expect("walk");
-    let took = start.elapsed();
-    eprintln!("walked {} entries in {took:?}", result.entries.len());
-    assert_eq!(result.entries.len(), 500 * 102 + 1);
-    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
-}
-
-#[test]
-fn sorting_by_permutation_equals_a_plain_sort() {
-    let names = ["b", "a/b", "a-b", "a", "c/d/e", "a/b/c", "ab", "c", "c/d", "a.b", "z", "c/a"];
-    // Every rotation and the reversal of the list, so that cycles of many lengths occur.
-    let mut orders: Vec<Vec<&str>> =
-        (0..names.len()).map(|r| names.iter().cycle().skip(r).take(names.len()).copied().collect()).collect();
-    orders.push(names.iter().rev().copied().collect());
-    for order in orders {
-        let mut entries: Vec<Entry> = order
-            .iter()
-            .map(|n| Entry {
-                path: PathBuf::from(n),
-                kind: EntryKind::File,
-                mode: 0,
-                size: 0,
-                stat: Default::default(),
-            })
-            .collect();
-        let mut expected = entries.clone();
-        expected.sort_by(|a, b| path_order(&a.path, &b.path));
-        sort_in_path_order(&mut entries);
-        assert_eq!(entries, expected, "from {order:?}");
+fn listings_join_in_path_order_and_drop_excluded_dirs_left_empty() {
+    let names = ["b", "a-b", "a/x", "c/d/e", "a/b/c", "ab", "c/d/f", "a.b", "z", "c/a", "x/y/keep", "x/y/no"];
+    let files: Vec<(&str, &str)> = names.iter().map(|n| (*n, "x")).collect();
+    let dir = tree(&files);
+    // `x` and `x/y` are excluded but entered for the exception; `c/d` is entered and keeps nothing.
+    let patterns = ["x", "c/d", "!x/y/keep", "!c/d/none"];
+    let expected = ["a", "a/b", "a/b/c", "a/x", "a-b", "a.b", "ab", "b", "c", "c/a", "x", "x/y", "x/y/keep", "z"];
+    // Independent of the walker: the expected list is sorted by `path_order` here as a check.
+    let mut sorted = expected.map(Path::new);
+    sorted.sort_by(|a, b| path_order(a, b));
+    assert_eq!(sorted.map(|p| p.to_str().unwrap_or("?")), expected);
+    for threads in [1, 2, 4] {
+        let result = Walker::new(dir.path()).patterns(patterns).threads(threads).walk().expect("walk");
+        let paths: Vec<_> = result.entries.iter().map(|e| e.path.to_str().unwrap_or("?")).collect();
+        assert_eq!(paths, expected, "{threads} threads");
+        // c/d (entered, nothing kept), c/d/e, c/d/f and x/y/no.
+        assert_eq!(result.excluded.entries, 4, "{threads} threads");
     }
 }
