@@ -164,17 +164,18 @@ pub struct ContextHashes {
 impl ContextHashes {
     /// The whole context's digest: BuildKit's checksum of `/` in the context (`COPY . …`).
     pub fn digest(&self) -> Digest {
-        self.tree.nodes[0].result.digest
+        self.tree.nodes[0].digest
     }
 
     /// The digests of the entry at `path` (relative to the context root, no symlink resolution).
-    pub fn get(&self, path: &Path) -> Option<&PathDigest> {
-        self.tree.find(path.as_os_str().as_bytes()).map(|i| &self.tree.nodes[i].result)
+    pub fn get(&self, path: &Path) -> Option<PathDigest> {
+        self.tree.find(path.as_os_str().as_bytes()).map(|i| self.tree.path_digest(i))
     }
 
-    /// Every entry's path and digests, in no particular order (the root is not included).
-    pub fn iter(&self) -> impl Iterator<Item = (&Path, &PathDigest)> {
-        self.tree.nodes[1..].iter().map(|n| (Path::new(OsStr::from_bytes(self.tree.text(n.path))), &n.result))
+    /// Every entry's path and digests, in path order (the root is not included).
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, PathDigest)> {
+        (1..self.tree.nodes.len())
+            .map(|i| (Path::new(OsStr::from_bytes(self.tree.text(self.tree.nodes[i].path))), self.tree.path_digest(i)))
     }
 
     /// What the hashing run did.
@@ -187,14 +188,13 @@ impl ContextHashes {
     /// `follow_links`. A directory gives its contents digest.
     pub fn checksum(&self, path: &Path, follow_links: bool) -> Result<Digest, HashError> {
         let resolved = resolve(path, follow_links, |p| {
-            Ok(match self.tree.find(p).map(|i| &self.tree.nodes[i].kind) {
+            Ok(match self.tree.find(p) {
                 None => Lookup::Missing,
-                Some(NodeKind::Symlink(target)) => Lookup::Symlink(self.tree.text(*target).to_vec()),
-                Some(_) => Lookup::Other,
+                Some(i) => self.tree.link_target(i).map_or(Lookup::Other, |target| Lookup::Symlink(target.to_vec())),
             })
         })?;
         match self.tree.find(&resolved) {
-            Some(i) => Ok(self.tree.nodes[i].result.digest),
+            Some(i) => Ok(self.tree.nodes[i].digest),
             None => Err(HashError::NotFound { path: path.to_owned() }),
         }
     }
@@ -337,7 +337,7 @@ pub fn checksum_path(root: &Path, path: &Path, options: &ChecksumOptions) -> Res
     let entries = walk_dir(&full)?;
     let header = header_digest(&full, &entry, options.ownership)?;
     let (tree, _) = hash_tree(&full, &entries, RootHeader::Digest(header), options.ownership, None)?;
-    Ok(tree.nodes[0].result.digest)
+    Ok(tree.nodes[0].digest)
 }
 
 fn is_missing(e: &io::Error) -> bool {
@@ -468,35 +468,55 @@ struct Span {
     len: usize,
 }
 
-#[derive(Debug, Clone)]
-enum NodeKind {
-    Dir,
-    File,
-    /// The link's target.
-    Symlink(Span),
-}
-
+/// One path of a hashed tree; 56 bytes, as a large context has tens of thousands.
 #[derive(Debug, Clone)]
 struct Node {
     path: Span,
+    /// A file's or symlink's record digest; a directory's contents digest.
+    digest: Digest,
     kind: NodeKind,
-    result: PathDigest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NodeKind {
+    Dir,
+    File,
+    Symlink,
 }
 
 /// A hashed tree: `nodes[0]` is the root, the others follow in path order. Paths (`/`-joined,
 /// relative) and symlink targets live in one buffer, so a tree of 50,000 entries costs a
-/// handful of allocations rather than 100,000. The index by path is built on the first lookup:
-/// a context hashed only for its digest never needs it.
+/// handful of allocations rather than 100,000. What only some nodes have (a directory's header,
+/// a symlink's target) is kept aside, by node in ascending order. The index by path is built
+/// on the first lookup: a context hashed only for its digest never needs it.
 #[derive(Debug, Clone)]
 struct Tree {
     nodes: Vec<Node>,
     text: Vec<u8>,
+    dir_headers: Vec<(usize, Digest)>,
+    link_targets: Vec<(usize, Span)>,
     index: OnceLock<HashTable<usize>>,
 }
 
 impl Tree {
     fn text(&self, span: Span) -> &[u8] {
         &self.text[span.start..span.start + span.len]
+    }
+
+    fn path_digest(&self, i: usize) -> PathDigest {
+        let node = &self.nodes[i];
+        let dir_header = match node.kind {
+            NodeKind::Dir => aside(&self.dir_headers, i).copied(),
+            _ => None,
+        };
+        PathDigest { digest: node.digest, dir_header }
+    }
+
+    fn link_target(&self, i: usize) -> Option<&[u8]> {
+        match self.nodes[i].kind {
+            NodeKind::Symlink => aside(&self.link_targets, i).map(|&span| self.text(span)),
+            _ => None,
+        }
     }
 
     fn find(&self, path: &[u8]) -> Option<usize> {
@@ -510,6 +530,11 @@ impl Tree {
         });
         index.find(path_hash(path), |&i| self.text(self.nodes[i].path) == path).copied()
     }
+}
+
+/// The value kept aside for node `i`, in a list sorted by node.
+fn aside<T>(list: &[(usize, T)], i: usize) -> Option<&T> {
+    list.binary_search_by_key(&i, |&(node, _)| node).ok().map(|k| &list[k].1)
 }
 
 /// The root directory's header record.
@@ -547,7 +572,14 @@ fn hash_tree(
     let n = entries.len() + 1;
 
     // Node k + 1 is `at(k)`; its path goes into `text` once checked.
-    let mut text: Vec<u8> = Vec::with_capacity(entries.len() * 48);
+    let text_len = entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::Symlink { target } => e.path.as_os_str().len() + target.as_os_str().len(),
+            _ => e.path.as_os_str().len(),
+        })
+        .sum();
+    let mut text: Vec<u8> = Vec::with_capacity(text_len);
     let mut paths = Vec::with_capacity(n);
     paths.push(Span { start: 0, len: 0 });
     let mut open: Vec<Span> = vec![paths[0]];
@@ -579,26 +611,34 @@ fn hash_tree(
         }
     }
 
-    let mut stats = HashStats::default();
-    let mut leaf: Vec<Option<Digest>> = vec![None; n];
-    leaf[0] = Some(match root_header {
+    // Every node starts with its record digest: the root's given header, then cached ones,
+    // then computed ones.
+    let root_digest = match root_header {
         RootHeader::Empty => Digest::of(b""),
         RootHeader::Digest(d) => d,
-    });
+    };
+    let kind_of = |e: &Entry| match e.kind {
+        EntryKind::Dir => NodeKind::Dir,
+        EntryKind::File => NodeKind::File,
+        EntryKind::Symlink { .. } => NodeKind::Symlink,
+    };
+    let mut nodes: Vec<Node> = Vec::with_capacity(n);
+    nodes.push(Node { path: paths[0], digest: root_digest, kind: NodeKind::Dir });
+    nodes.extend((1..n).map(|i| Node { path: paths[i], digest: Digest::of(b""), kind: kind_of(at(i - 1)) }));
+    drop(paths);
+    let mut stats = HashStats::default();
+    let mut known = vec![false; entries.len()];
     let mut carried = Vec::new();
     if let Some(old) = cache.as_deref() {
-        lookup_all(old, &at, &mut leaf[1..]);
-        carried.extend((0..entries.len()).filter(|&k| leaf[k + 1].is_some()).map(&at));
+        lookup_all(old, &at, &mut nodes[1..], &mut known);
+        carried.extend((0..entries.len()).filter(|&k| known[k]).map(&at));
         stats.cache_hits = carried.len() as u64;
     }
 
     // One job per path to read, hardlinked files grouped so that their content is read once.
     let mut jobs: Vec<Vec<usize>> = Vec::new();
     let mut by_inode: FxHashMap<(u64, u64), usize> = FxHashMap::default();
-    for k in 0..entries.len() {
-        if leaf[k + 1].is_some() {
-            continue;
-        }
+    for k in (0..entries.len()).filter(|&k| !known[k]) {
         let e = at(k);
         if e.kind == EntryKind::File && e.stat.nlink > 1 {
             match by_inode.get(&(e.stat.dev, e.stat.ino)) {
@@ -612,6 +652,7 @@ fn hash_tree(
             jobs.push(vec![k]);
         }
     }
+    drop(known);
     let results = parallel_map(jobs.len(), |j, buf| {
         let e = at(jobs[j][0]);
         leaf_digest(&base.join(&e.path), e, ownership, buf)
@@ -625,7 +666,7 @@ fn hash_tree(
             _ => stats.headers_hashed += 1,
         }
         for &k in job {
-            leaf[k + 1] = Some(out.digest);
+            nodes[k + 1].digest = out.digest;
         }
     }
     if let Some(cache) = cache {
@@ -637,12 +678,13 @@ fn hash_tree(
     }
 
     // Directory contents, with a stack of the directories still open (parents were checked).
-    let path_of = |i: usize| &text[paths[i].start..paths[i].start + paths[i].len];
-    let mut contents: Vec<Option<Digest>> = vec![None; n];
-    let open_dir = |header: Option<Digest>| {
+    // A directory's node digest becomes its contents digest when it closes; its header moves
+    // aside.
+    let mut dir_headers: Vec<(usize, Digest)> = Vec::new();
+    let open_dir = |header: Digest| {
         let mut h = Sha256::new();
         h.update(b"\0");
-        h.update(header.unwrap_or_else(|| Digest::of(b"")).to_prefixed_bytes());
+        h.update(header.to_prefixed_bytes());
         h
     };
     let add_child = |h: &mut Sha256, path: &[u8], digest: Digest| {
@@ -650,57 +692,52 @@ fn hash_tree(
         h.update(&path[name_start(path)..]);
         h.update(digest.to_prefixed_bytes());
     };
-    let mut open: Vec<(usize, Sha256)> = vec![(0, open_dir(leaf[0]))];
-    let close_top = |open: &mut Vec<(usize, Sha256)>, contents: &mut Vec<Option<Digest>>| {
+    let mut open: Vec<(usize, Sha256)> = vec![(0, open_dir(root_digest))];
+    let close_top = |open: &mut Vec<(usize, Sha256)>, nodes: &mut [Node], dir_headers: &mut Vec<(usize, Digest)>| {
         if let Some((d, h)) = open.pop() {
             let digest = Digest::from_hasher(h);
-            contents[d] = Some(digest);
+            dir_headers.push((d, nodes[d].digest));
+            nodes[d].digest = digest;
             if let Some((_, parent)) = open.last_mut() {
-                add_child(parent, path_of(d), digest);
+                let path = nodes[d].path;
+                add_child(parent, &text[path.start..path.start + path.len], digest);
             }
         }
     };
-    for (i, header) in leaf.iter().enumerate().skip(1) {
-        let path = path_of(i);
+    for i in 1..n {
+        let node = &nodes[i];
+        let path = &text[node.path.start..node.path.start + node.path.len];
         let parent = &path[..name_start(path).saturating_sub(1)];
-        while open.last().is_some_and(|&(d, _)| path_of(d) != parent) && open.len() > 1 {
-            close_top(&mut open, &mut contents);
+        while open.len() > 1
+            && open.last().is_some_and(|&(d, _)| {
+                let top = nodes[d].path;
+                &text[top.start..top.start + top.len] != parent
+            })
+        {
+            close_top(&mut open, &mut nodes, &mut dir_headers);
         }
-        let digest = header.unwrap_or_else(|| Digest::of(b""));
-        if at(i - 1).kind == EntryKind::Dir {
-            open.push((i, open_dir(Some(digest))));
+        let node = &nodes[i];
+        let path = &text[node.path.start..node.path.start + node.path.len];
+        if node.kind == NodeKind::Dir {
+            open.push((i, open_dir(node.digest)));
         } else if let Some((_, h)) = open.last_mut() {
-            add_child(h, path, digest);
+            add_child(h, path, node.digest);
         }
     }
     while !open.is_empty() {
-        close_top(&mut open, &mut contents);
+        close_top(&mut open, &mut nodes, &mut dir_headers);
     }
+    dir_headers.sort_unstable_by_key(|&(d, _)| d);
 
-    let mut nodes = Vec::with_capacity(n);
-    let root_contents = contents[0].unwrap_or_else(|| Digest::of(b""));
-    nodes.push(Node {
-        path: paths[0],
-        kind: NodeKind::Dir,
-        result: PathDigest { digest: root_contents, dir_header: leaf[0] },
-    });
-    for i in 1..n {
-        let header = leaf[i].unwrap_or_else(|| Digest::of(b""));
-        let (kind, result) = match &at(i - 1).kind {
-            EntryKind::Dir => {
-                (NodeKind::Dir, PathDigest { digest: contents[i].unwrap_or(header), dir_header: Some(header) })
-            }
-            EntryKind::File => (NodeKind::File, PathDigest { digest: header, dir_header: None }),
-            EntryKind::Symlink { target } => {
-                let target = target.as_os_str().as_bytes();
-                let span = Span { start: text.len(), len: target.len() };
-                text.extend_from_slice(target);
-                (NodeKind::Symlink(span), PathDigest { digest: header, dir_header: None })
-            }
-        };
-        nodes.push(Node { path: paths[i], kind, result });
+    let mut link_targets = Vec::new();
+    for (k, e) in (0..entries.len()).map(|k| (k, at(k))) {
+        if let EntryKind::Symlink { target } = &e.kind {
+            let target = target.as_os_str().as_bytes();
+            link_targets.push((k + 1, Span { start: text.len(), len: target.len() }));
+            text.extend_from_slice(target);
+        }
     }
-    Ok((Tree { nodes, text, index: OnceLock::new() }, stats))
+    Ok((Tree { nodes, text, dir_headers, link_targets, index: OnceLock::new() }, stats))
 }
 
 /// Where the last component of a `/`-joined path starts.
@@ -708,25 +745,34 @@ fn name_start(path: &[u8]) -> usize {
     path.iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1)
 }
 
-/// Looks up every entry (`at(k)` for `k` in `0..out.len()`) in `cache` into `out`, split across
-/// the cores: a warm run over a large context spends most of its own time here.
-fn lookup_all<'e>(cache: &StatCache, at: &(impl Fn(usize) -> &'e Entry + Sync), out: &mut [Option<Digest>]) {
+/// Looks up every entry (`at(k)` for `k` in `0..nodes.len()`) in `cache`: a hit sets the node's
+/// digest and marks it `known`. Split across the cores: a warm run over a large context spends
+/// most of its own time here.
+fn lookup_all<'e>(
+    cache: &StatCache,
+    at: &(impl Fn(usize) -> &'e Entry + Sync),
+    nodes: &mut [Node],
+    known: &mut [bool],
+) {
     const MIN_CHUNK: usize = 4096;
-    let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get).min(out.len() / MIN_CHUNK).max(1);
-    let chunk = out.len().div_ceil(workers).max(1);
-    let look_up = |c: usize, part: &mut [Option<Digest>]| {
-        for (j, slot) in part.iter_mut().enumerate() {
-            *slot = cache.lookup(at(c * chunk + j));
+    let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get).min(nodes.len() / MIN_CHUNK).max(1);
+    let chunk = nodes.len().div_ceil(workers).max(1);
+    let look_up = |c: usize, nodes: &mut [Node], known: &mut [bool]| {
+        for (j, (node, known)) in nodes.iter_mut().zip(known).enumerate() {
+            if let Some(digest) = cache.lookup(at(c * chunk + j)) {
+                node.digest = digest;
+                *known = true;
+            }
         }
     };
     thread::scope(|s| {
-        let mut parts = out.chunks_mut(chunk).enumerate();
+        let mut parts = nodes.chunks_mut(chunk).zip(known.chunks_mut(chunk)).enumerate();
         let first = parts.next();
-        for (c, part) in parts {
-            s.spawn(move || look_up(c, part));
+        for (c, (nodes, known)) in parts {
+            s.spawn(move || look_up(c, nodes, known));
         }
-        if let Some((c, part)) = first {
-            look_up(c, part);
+        if let Some((c, (nodes, known))) = first {
+            look_up(c, nodes, known);
         }
     });
 }

@@ -20,14 +20,16 @@
 //! (fsutil's `ComparePath`: `a/b` sorts before `a-b`, because `/` sorts first).
 
 use std::cmp::Ordering;
-use std::ffi::OsString;
-use std::fs::{DirEntry, Metadata};
+use std::ffi::{CStr, OsStr, OsString};
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, RawDir, Stat};
 
 use super::ignore::{IgnoreFileError, MatchInfo, PatternError, PatternMatcher, find_ignore_file, read_ignore_file};
 use super::{Entry, EntryKind, StatInfo};
@@ -249,8 +251,8 @@ impl Walker {
         };
         let matcher = PatternMatcher::new(&patterns)
             .map_err(|source| WalkError::Patterns { from: ignore_file.clone(), source })?;
-        let walked = walk_tree(&root, &matcher, self.threads, self.count_excluded_bytes)?;
-        let mut result = assemble(walked);
+        let founds = walk_tree(&root, &matcher, self.threads, self.count_excluded_bytes)?;
+        let mut result = assemble(founds);
         result.ignore_file = ignore_file;
         result.patterns = patterns;
         tracing::debug!(
@@ -305,9 +307,11 @@ impl Descend {
 
 /// A directory waiting to be read.
 struct DirJob {
-    /// Where its listing goes in [`Found::listings`] once the threads' results are joined.
+    /// Where its listing goes once the threads' results are joined.
     id: usize,
-    abs: PathBuf,
+    /// The directory it sits in, opened (`None` for the root): it is opened relative to that,
+    /// one path component to look up instead of the whole path.
+    parent: Option<Arc<OwnedFd>>,
     rel: Vec<u8>,
     info: MatchInfo,
     excluded: bool,
@@ -316,7 +320,7 @@ struct DirJob {
 /// What an entry of a directory's listing leads to.
 #[derive(Clone, Copy)]
 enum Listed {
-    /// A file or symlink (or an included directory's leaf, if it could not be read).
+    /// A file or symlink.
     Leaf,
     /// An included directory, whose own listing has this id.
     Dir(usize),
@@ -325,8 +329,8 @@ enum Listed {
     ExcludedDir(usize),
 }
 
-/// One directory's entries, sorted by name.
-type Listing = Vec<(Entry, Listed)>;
+/// One directory's entries, sorted by name: indices into its thread's [`Found::entries`].
+type Listing = Vec<(usize, Listed)>;
 
 struct Queue {
     jobs: Vec<DirJob>,
@@ -336,7 +340,9 @@ struct Queue {
 /// What one thread found.
 #[derive(Default)]
 struct Found {
-    /// The listing of each directory read, by [`DirJob::id`].
+    /// Every entry this thread listed, taken out in order when the listings are joined.
+    entries: Vec<Option<Entry>>,
+    /// The listing of each directory this thread read, by [`DirJob::id`].
     listings: Vec<(usize, Listing)>,
     excluded: Stats,
     unsupported: Vec<Unsupported>,
@@ -344,6 +350,7 @@ struct Found {
 }
 
 struct Shared<'a> {
+    root: &'a Path,
     matcher: &'a PatternMatcher,
     /// Whether excluded files are `lstat`ed for their size.
     sizes: bool,
@@ -354,9 +361,17 @@ struct Shared<'a> {
     abort: AtomicBool,
 }
 
-fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize, sizes: bool) -> Result<Found, WalkError> {
-    let root_job = DirJob { id: 0, abs: root.to_owned(), rel: Vec::new(), info: MatchInfo::default(), excluded: false };
+impl Shared<'_> {
+    /// The absolute path of an entry, for messages.
+    fn abs(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() { self.root.to_owned() } else { self.root.join(OsStr::from_bytes(rel)) }
+    }
+}
+
+fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize, sizes: bool) -> Result<Vec<Found>, WalkError> {
+    let root_job = DirJob { id: 0, parent: None, rel: Vec::new(), info: MatchInfo::default(), excluded: false };
     let shared = Shared {
+        root,
         matcher,
         sizes,
         descend: Descend::new(matcher),
@@ -365,27 +380,21 @@ fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize, sizes: bool)
         wake: Condvar::new(),
         abort: AtomicBool::new(false),
     };
-    let founds: Vec<Found> = std::thread::scope(|scope| {
+    let mut founds: Vec<Found> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads).map(|_| scope.spawn(|| worker(&shared))).collect();
         // A worker panics only on a bug: pass the panic on rather than return a partial listing.
         workers.into_iter().map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
-    let mut all = Found::default();
-    for found in founds {
-        all.listings.extend(found.listings);
-        all.excluded.entries += found.excluded.entries;
-        all.excluded.bytes += found.excluded.bytes;
-        all.unsupported.extend(found.unsupported);
-        all.errors.extend(found.errors);
-    }
-    match all.errors.iter().enumerate().min_by(|a, b| path_order(a.1.path(), b.1.path())).map(|(i, _)| i) {
-        Some(first) => Err(all.errors.swap_remove(first)),
-        None => Ok(all),
+    let mut errors: Vec<WalkError> = founds.iter_mut().flat_map(|f| f.errors.drain(..)).collect();
+    match errors.iter().enumerate().min_by(|a, b| path_order(a.1.path(), b.1.path())).map(|(i, _)| i) {
+        Some(first) => Err(errors.swap_remove(first)),
+        None => Ok(founds),
     }
 }
 
 fn worker(shared: &Shared<'_>) -> Found {
     let mut found = Found::default();
+    let mut reader = Reader { buf: vec![MaybeUninit::uninit(); READ_DIR_BUFFER], rel: Vec::new() };
     loop {
         let job = {
             let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -408,15 +417,15 @@ fn worker(shared: &Shared<'_>) -> Found {
         let guard = PanicGuard(shared);
         let mut subdirs = Vec::new();
         let mut listing = Vec::new();
-        if let Err(error) = read_dir(shared, &job, &mut listing, &mut found, &mut subdirs) {
+        if let Err(error) = reader.read_dir(shared, job.parent.as_deref(), &job, &mut listing, &mut found, &mut subdirs)
+        {
             found.errors.push(error);
             shared.abort.store(true, AtomicOrdering::Relaxed);
         }
         // Siblings share their parent's path, so their names alone decide their order.
         let name_at = job.rel.len() + usize::from(!job.rel.is_empty());
-        listing.sort_unstable_by(|(a, _), (b, _)| {
-            a.path.as_os_str().as_bytes()[name_at..].cmp(&b.path.as_os_str().as_bytes()[name_at..])
-        });
+        let name = |i: usize| found.entries[i].as_ref().map_or(&[][..], |e| &e.path.as_os_str().as_bytes()[name_at..]);
+        listing.sort_unstable_by(|&(a, _), &(b, _)| name(a).cmp(name(b)));
         found.listings.push((job.id, listing));
         std::mem::forget(guard);
         let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -439,6 +448,9 @@ impl Drop for PanicGuard<'_, '_> {
     }
 }
 
+/// Bytes of `getdents64` records read per call.
+const READ_DIR_BUFFER: usize = 32 * 1024;
+
 fn rel_path(bytes: &[u8]) -> PathBuf {
     PathBuf::from(OsString::from_vec(bytes.to_vec()))
 }
@@ -448,159 +460,215 @@ fn vanished(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
 }
 
-fn read_dir(
-    shared: &Shared<'_>,
-    job: &DirJob,
-    listing: &mut Listing,
-    found: &mut Found,
-    subdirs: &mut Vec<DirJob>,
-) -> Result<(), WalkError> {
-    let unreadable = |source: io::Error| -> Result<(), WalkError> {
-        if vanished(&source) {
-            return Ok(());
-        }
-        if job.excluded && source.kind() == io::ErrorKind::PermissionDenied {
-            tracing::debug!(dir = %job.abs.display(), "skipping unreadable excluded directory");
-            return Ok(());
-        }
-        Err(WalkError::ReadDir { path: job.abs.clone(), source })
-    };
-    let entries = match std::fs::read_dir(&job.abs) {
-        Ok(entries) => entries,
-        Err(source) => return unreadable(source),
-    };
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
+/// Opens the directory of `job`: relative to its parent, or the root by path. `O_NOFOLLOW`: a
+/// directory swapped for a symlink since it was listed is not followed out of the context.
+fn open_dir(shared: &Shared<'_>, parent: Option<&OwnedFd>, rel: &[u8]) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let name = &rel[rel.iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1)..];
+    match parent {
+        Some(parent) => match rfs::openat(parent, OsStr::from_bytes(name), flags, Mode::empty()) {
+            // Out of descriptors (parents are kept open while their children wait): by path.
+            Err(rustix::io::Errno::MFILE) => rfs::open(shared.abs(rel), flags, Mode::empty()),
+            other => other,
+        },
+        None => rfs::open(shared.root, flags, Mode::empty()),
+    }
+    .map_err(io::Error::from)
+}
+
+/// A worker's reusable buffers.
+struct Reader {
+    buf: Vec<MaybeUninit<u8>>,
+    rel: Vec<u8>,
+}
+
+impl Reader {
+    fn read_dir(
+        &mut self,
+        shared: &Shared<'_>,
+        parent: Option<&OwnedFd>,
+        job: &DirJob,
+        listing: &mut Listing,
+        found: &mut Found,
+        subdirs: &mut Vec<DirJob>,
+    ) -> Result<(), WalkError> {
+        let unreadable = |source: io::Error| -> Result<(), WalkError> {
+            if vanished(&source) {
+                return Ok(());
+            }
+            if job.excluded && source.kind() == io::ErrorKind::PermissionDenied {
+                tracing::debug!(dir = %shared.abs(&job.rel).display(), "skipping unreadable excluded directory");
+                return Ok(());
+            }
+            Err(WalkError::ReadDir { path: shared.abs(&job.rel), source })
+        };
+        let dir = match open_dir(shared, parent, &job.rel) {
+            Ok(dir) => Arc::new(dir),
             Err(source) => return unreadable(source),
         };
-        let name = entry.file_name();
-        let mut rel = Vec::with_capacity(job.rel.len() + 1 + name.len());
-        if !job.rel.is_empty() {
-            rel.extend_from_slice(&job.rel);
-            rel.push(b'/');
+        let mut entries = RawDir::new(dir.as_fd(), &mut self.buf);
+        while let Some(entry) = entries.next() {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(source) => return unreadable(source.into()),
+            };
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            self.rel.clear();
+            if !job.rel.is_empty() {
+                self.rel.extend_from_slice(&job.rel);
+                self.rel.push(b'/');
+            }
+            self.rel.extend_from_slice(name);
+            let child = Child { dir: &dir, name: entry.file_name(), d_type: entry.file_type(), rel: &self.rel };
+            visit(shared, job, &child, listing, found, subdirs)?;
         }
-        rel.extend_from_slice(name.as_bytes());
-        visit(shared, job, entry, rel, listing, found, subdirs)?;
+        Ok(())
     }
-    Ok(())
+}
+
+/// One name read from a directory.
+struct Child<'a> {
+    dir: &'a Arc<OwnedFd>,
+    name: &'a CStr,
+    /// The type `getdents` reported (`Unknown` on filesystems that do not say).
+    d_type: FileType,
+    rel: &'a [u8],
+}
+
+impl Child<'_> {
+    fn lstat(&self) -> io::Result<Stat> {
+        rfs::statat(self.dir.as_fd(), self.name, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+    }
+
+    fn is_dir(&self) -> bool {
+        match self.d_type {
+            FileType::Unknown => {
+                self.lstat().is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+            }
+            d_type => d_type == FileType::Directory,
+        }
+    }
 }
 
 fn visit(
     shared: &Shared<'_>,
     job: &DirJob,
-    entry: DirEntry,
-    rel: Vec<u8>,
+    child: &Child<'_>,
     listing: &mut Listing,
     found: &mut Found,
     subdirs: &mut Vec<DirJob>,
 ) -> Result<(), WalkError> {
-    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+    let rel = child.rel;
+    let is_dir = child.is_dir();
     let (excluded, info) = if shared.matcher.is_empty() {
         Ok((false, MatchInfo::default()))
     } else if is_dir {
-        shared.matcher.matches_using_parent_results(&rel, &job.info)
+        shared.matcher.matches_using_parent_results(rel, &job.info)
     } else {
         // A file has no children to hand its per-pattern results to.
-        shared.matcher.excludes_using_parent_results(&rel, &job.info).map(|excluded| (excluded, MatchInfo::default()))
+        shared.matcher.excludes_using_parent_results(rel, &job.info).map(|excluded| (excluded, MatchInfo::default()))
     }
-    .map_err(|source| WalkError::Match { path: rel_path(&rel), source })?;
+    .map_err(|source| WalkError::Match { path: rel_path(rel), source })?;
+    let mut add = |found: &mut Found, entry: Entry, listed: Listed| {
+        listing.push((found.entries.len(), listed));
+        found.entries.push(Some(entry));
+    };
     if excluded {
-        if is_dir && shared.descend.enters(&rel) {
+        if is_dir && shared.descend.enters(rel) {
             // Entered for the sake of exceptions; listed only if something inside is included.
-            if let Some(listed) = examine(&entry, &rel)? {
+            if let Some(Examined::Listed(entry)) = examine(shared, child)? {
                 let id = shared.next_id.fetch_add(1, AtomicOrdering::Relaxed);
-                listing.push((listed, Listed::ExcludedDir(id)));
-                subdirs.push(DirJob { id, abs: entry.path(), rel, info, excluded: true });
+                add(found, entry, Listed::ExcludedDir(id));
+                let parent = Some(Arc::clone(child.dir));
+                subdirs.push(DirJob { id, parent, rel: rel.to_vec(), info, excluded: true });
             }
         } else {
             let size = if is_dir || !shared.sizes {
                 0
             } else {
-                entry.metadata().map_or(0, |m| if m.is_file() { m.len() } else { 0 })
+                child.lstat().map_or(0, |st| if is_regular(&st) { file_size(&st) } else { 0 })
             };
             found.excluded.add(size);
         }
         return Ok(());
     }
-    let metadata = match entry.metadata() {
-        Ok(metadata) => metadata,
-        Err(source) if vanished(&source) => return Ok(()),
-        Err(source) => {
-            return Err(WalkError::Stat { path: entry.path(), source });
+    match examine(shared, child)? {
+        None => {}
+        Some(Examined::Unsupported(kind)) => {
+            tracing::debug!(path = %shared.abs(rel).display(), ?kind, "leaving out unsupported file");
+            found.unsupported.push(Unsupported { path: rel_path(rel), kind });
         }
-    };
-    let file_type = metadata.file_type();
-    let kind = if file_type.is_fifo() {
-        Some(UnsupportedKind::Fifo)
-    } else if file_type.is_socket() {
-        Some(UnsupportedKind::Socket)
-    } else if file_type.is_block_device() {
-        Some(UnsupportedKind::BlockDevice)
-    } else if file_type.is_char_device() {
-        Some(UnsupportedKind::CharDevice)
-    } else {
-        None
-    };
-    if let Some(kind) = kind {
-        tracing::debug!(path = %entry.path().display(), ?kind, "leaving out unsupported file");
-        found.unsupported.push(Unsupported { path: rel_path(&rel), kind });
-        return Ok(());
-    }
-    if file_type.is_dir() {
-        if let Some(listed) = to_entry(&entry, rel_path(&rel), &metadata)? {
+        Some(Examined::Listed(entry)) if entry.kind == EntryKind::Dir => {
             let id = shared.next_id.fetch_add(1, AtomicOrdering::Relaxed);
-            listing.push((listed, Listed::Dir(id)));
-            subdirs.push(DirJob { id, abs: entry.path(), rel, info, excluded: false });
+            add(found, entry, Listed::Dir(id));
+            let parent = Some(Arc::clone(child.dir));
+            subdirs.push(DirJob { id, parent, rel: rel.to_vec(), info, excluded: false });
         }
-    } else if let Some(listed) = to_entry(&entry, PathBuf::from(OsString::from_vec(rel)), &metadata)? {
-        listing.push((listed, Listed::Leaf));
+        Some(Examined::Listed(entry)) => add(found, entry, Listed::Leaf),
     }
     Ok(())
 }
 
-/// `lstat`s an entry into an [`Entry`]; `None` if it vanished meanwhile.
-fn examine(entry: &DirEntry, rel: &[u8]) -> Result<Option<Entry>, WalkError> {
-    match entry.metadata() {
-        Ok(metadata) => to_entry(entry, rel_path(rel), &metadata),
-        Err(source) if vanished(&source) => Ok(None),
-        Err(source) => Err(WalkError::Stat { path: entry.path(), source }),
-    }
+fn is_regular(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
 }
 
-fn to_entry(entry: &DirEntry, path: PathBuf, metadata: &Metadata) -> Result<Option<Entry>, WalkError> {
-    let file_type = metadata.file_type();
-    let (kind, size) = if file_type.is_dir() {
-        (EntryKind::Dir, 0)
-    } else if file_type.is_symlink() {
-        let target = match std::fs::read_link(entry.path()) {
-            Ok(target) => target,
-            Err(source) if vanished(&source) => return Ok(None),
-            Err(source) => {
-                return Err(WalkError::Stat { path: entry.path(), source });
-            }
-        };
-        let size = target.as_os_str().len() as u64;
-        (EntryKind::Symlink { target }, size)
-    } else {
-        (EntryKind::File, metadata.len())
+fn file_size(st: &Stat) -> u64 {
+    u64::try_from(st.st_size).unwrap_or(0)
+}
+
+/// What `lstat` says an included name is.
+enum Examined {
+    Listed(Entry),
+    Unsupported(UnsupportedKind),
+}
+
+/// `lstat`s a child (and reads a symlink's target); `None` if it vanished meanwhile.
+fn examine(shared: &Shared<'_>, child: &Child<'_>) -> Result<Option<Examined>, WalkError> {
+    let stat_error = |source: io::Error| WalkError::Stat { path: shared.abs(child.rel), source };
+    let st = match child.lstat() {
+        Ok(st) => st,
+        Err(source) if vanished(&source) => return Ok(None),
+        Err(source) => return Err(stat_error(source)),
     };
-    let nanos = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
-    Ok(Some(Entry {
-        path,
-        kind,
-        mode: metadata.mode() & 0o7777,
-        size,
-        stat: StatInfo {
-            dev: metadata.dev(),
-            ino: metadata.ino(),
-            nlink: metadata.nlink(),
-            mtime_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
-            ctime_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
-            uid: metadata.uid(),
-            gid: metadata.gid(),
-        },
-    }))
+    let unsupported = |kind| Ok(Some(Examined::Unsupported(kind)));
+    let (kind, size) = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Fifo => return unsupported(UnsupportedKind::Fifo),
+        FileType::Socket => return unsupported(UnsupportedKind::Socket),
+        FileType::BlockDevice => return unsupported(UnsupportedKind::BlockDevice),
+        FileType::CharacterDevice => return unsupported(UnsupportedKind::CharDevice),
+        FileType::Directory => (EntryKind::Dir, 0),
+        FileType::Symlink => {
+            let target = match rfs::readlinkat(child.dir.as_fd(), child.name, Vec::new()) {
+                Ok(target) => PathBuf::from(OsString::from_vec(target.into_bytes())),
+                Err(errno) => {
+                    let source = io::Error::from(errno);
+                    if vanished(&source) {
+                        return Ok(None);
+                    }
+                    return Err(stat_error(source));
+                }
+            };
+            let size = target.as_os_str().len() as u64;
+            (EntryKind::Symlink { target }, size)
+        }
+        _ => (EntryKind::File, file_size(&st)),
+    };
+    let nanos = |secs: i64, nsec: u64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+    #[allow(clippy::useless_conversion)] // The field types differ between architectures.
+    let stat = StatInfo {
+        dev: u64::from(st.st_dev),
+        ino: u64::from(st.st_ino),
+        nlink: u64::from(st.st_nlink),
+        mtime_ns: nanos(i64::from(st.st_mtime), u64::from(st.st_mtime_nsec)),
+        ctime_ns: nanos(i64::from(st.st_ctime), u64::from(st.st_ctime_nsec)),
+        uid: st.st_uid,
+        gid: st.st_gid,
+    };
+    Ok(Some(Examined::Listed(Entry { path: rel_path(child.rel), kind, mode: st.st_mode & 0o7777, size, stat })))
 }
 
 /// fsutil's `ComparePath`: byte order where `/` sorts before every other byte, which is the
@@ -626,31 +694,55 @@ pub fn path_order(a: &Path, b: &Path) -> Ordering {
 /// Joins the directories' listings depth first, which is [`path_order`] since each listing is
 /// sorted by name: no sort of the whole context is needed. An excluded directory that was
 /// entered is kept only if something under it was included.
-fn assemble(found: Found) -> WalkResult {
-    let Found { listings, mut excluded, mut unsupported, .. } = found;
-    let mut by_id: Vec<Option<Listing>> = Vec::new();
-    by_id.resize_with(listings.iter().map(|(id, _)| id + 1).max().unwrap_or(0), || None);
-    let total = listings.iter().map(|(_, l)| l.len()).sum();
-    for (id, listing) in listings {
-        by_id[id] = Some(listing);
+fn assemble(founds: Vec<Found>) -> WalkResult {
+    let mut excluded = Stats::default();
+    let mut unsupported = Vec::new();
+    let mut stores = Vec::with_capacity(founds.len());
+    let mut by_id: Vec<Option<(usize, Listing)>> = Vec::new();
+    let mut total = 0;
+    for (thread, found) in founds.into_iter().enumerate() {
+        excluded.entries += found.excluded.entries;
+        excluded.bytes += found.excluded.bytes;
+        unsupported.extend(found.unsupported);
+        total += found.entries.len();
+        for (id, listing) in found.listings {
+            if by_id.len() <= id {
+                by_id.resize_with(id + 1, || None);
+            }
+            by_id[id] = Some((thread, listing));
+        }
+        stores.push(found.entries);
     }
-    let mut take = |id: usize| by_id.get_mut(id).and_then(Option::take).unwrap_or_default().into_iter();
+    let mut take = |id: usize| {
+        let (thread, listing) = by_id.get_mut(id).and_then(Option::take).unwrap_or_default();
+        (thread, listing.into_iter())
+    };
     let mut entries = Vec::with_capacity(total);
-    // Each open directory: its remaining entries, and for an excluded one, where its own entry
-    // sits in `entries`.
-    let mut open = vec![(take(0), None::<usize>)];
-    while let Some((rest, _)) = open.last_mut() {
+    // Each open directory: the thread that read it, its remaining entries, and for an excluded
+    // one, where its own entry sits in `entries`.
+    let (thread, rest) = take(0);
+    let mut open = vec![(thread, rest, None::<usize>)];
+    while let Some((thread, rest, _)) = open.last_mut() {
+        let thread = *thread;
         match rest.next() {
-            Some((entry, listed)) => {
-                entries.push(entry);
+            Some((index, listed)) => {
+                if let Some(entry) = stores[thread].get_mut(index).and_then(Option::take) {
+                    entries.push(entry);
+                }
                 match listed {
                     Listed::Leaf => {}
-                    Listed::Dir(id) => open.push((take(id), None)),
-                    Listed::ExcludedDir(id) => open.push((take(id), Some(entries.len() - 1))),
+                    Listed::Dir(id) => {
+                        let (thread, rest) = take(id);
+                        open.push((thread, rest, None));
+                    }
+                    Listed::ExcludedDir(id) => {
+                        let (thread, rest) = take(id);
+                        open.push((thread, rest, Some(entries.len() - 1)));
+                    }
                 }
             }
             None => {
-                if let Some((_, Some(at))) = open.pop()
+                if let Some((_, _, Some(at))) = open.pop()
                     && entries.len() == at + 1
                 {
                     entries.pop();
