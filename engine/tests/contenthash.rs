@@ -319,6 +319,12 @@ fn malformed_entry_lists_are_refused() {
     let mut dotted = entries.clone();
     dotted[1].path = PathBuf::from("d/../f");
     assert!(matches!(hash_context(root, &dotted, None), Err(HashError::InvalidEntryPath { .. })));
+    for bad in ["/d/f", "d//f", "d/", "d/.", "./d/f"] {
+        let mut bad_entries = entries.clone();
+        bad_entries[1].path = PathBuf::from(bad);
+        let result = hash_context(root, &bad_entries, None);
+        assert!(matches!(result, Err(HashError::InvalidEntryPath { .. })), "{bad}: {result:?}");
+    }
     // A parent that is listed but is a file.
     let mut under_file = entries.clone();
     under_file.push(Entry { path: PathBuf::from("d/f/x"), ..entries[1].clone() });

@@ -262,5 +262,8 @@ fn hash(args: HashArgs) -> Result<ExitCode> {
     } else {
         output::emit(&format!("{}\n", hashes.digest()))?;
     }
+    // The process ends here: freeing a large context's entries one by one would only delay it
+    // (git's `UNLEAK` does the same).
+    std::mem::forget((walked, hashes, cache));
     Ok(ExitCode::SUCCESS)
 }

@@ -472,6 +472,8 @@ struct Span {
 #[derive(Debug, Clone)]
 struct Node {
     path: Span,
+    /// Components in the path (the root's is 0).
+    depth: u32,
     /// A file's or symlink's record digest; a directory's contents digest.
     digest: Digest,
     kind: NodeKind,
@@ -580,32 +582,45 @@ fn hash_tree(
         })
         .sum();
     let mut text: Vec<u8> = Vec::with_capacity(text_len);
-    let mut paths = Vec::with_capacity(n);
-    paths.push(Span { start: 0, len: 0 });
-    let mut open: Vec<Span> = vec![paths[0]];
+    // Each path is its parent's, checked before it, plus a name: checking the name and that the
+    // parent is the directory open on the stack checks the whole path.
+    let mut paths: Vec<(Span, u32)> = Vec::with_capacity(n);
+    paths.push((Span { start: 0, len: 0 }, 0));
+    let mut open: Vec<Span> = vec![paths[0].0];
     for k in 0..entries.len() {
         let e = at(k);
         let bytes = e.path.as_os_str().as_bytes();
-        if !valid_entry_path(bytes) {
+        let name_at = name_start(bytes);
+        if matches!(&bytes[name_at..], b"" | b"." | b"..") {
             return Err(HashError::InvalidEntryPath { path: e.path.clone() });
         }
         if k > 0 && at(k - 1).path.as_os_str().as_bytes() == bytes {
             return Err(HashError::DuplicateEntry { path: e.path.clone() });
         }
-        let parent = &bytes[..name_start(bytes).saturating_sub(1)];
-        let span_text = |span: Span| &text[span.start..span.start + span.len];
-        while open.len() > 1 && open.last().is_some_and(|&top| span_text(top) != parent) {
+        // `None` is the root.
+        let parent = name_at.checked_sub(1).map(|end| &bytes[..end]);
+        let is_parent = |open: &[Span]| match open {
+            [_root] => parent.is_none(),
+            [.., top] => parent == Some(&text[top.start..top.start + top.len]),
+            [] => false,
+        };
+        while open.len() > 1 && !is_parent(&open) {
             open.pop();
         }
-        if open.last().is_none_or(|&top| span_text(top) != parent) {
+        if !is_parent(&open) {
+            if !valid_entry_path(bytes) {
+                return Err(HashError::InvalidEntryPath { path: e.path.clone() });
+            }
             return Err(HashError::MissingParent {
                 path: e.path.clone(),
-                parent: PathBuf::from(OsStr::from_bytes(parent)),
+                parent: PathBuf::from(OsStr::from_bytes(parent.unwrap_or_default())),
             });
         }
         let span = Span { start: text.len(), len: bytes.len() };
         text.extend_from_slice(bytes);
-        paths.push(span);
+        // At most one component per two bytes of path, so the depth fits unless the path is
+        // gigabytes long.
+        paths.push((span, u32::try_from(open.len()).unwrap_or(u32::MAX)));
         if e.kind == EntryKind::Dir {
             open.push(span);
         }
@@ -623,8 +638,9 @@ fn hash_tree(
         EntryKind::Symlink { .. } => NodeKind::Symlink,
     };
     let mut nodes: Vec<Node> = Vec::with_capacity(n);
-    nodes.push(Node { path: paths[0], digest: root_digest, kind: NodeKind::Dir });
-    nodes.extend((1..n).map(|i| Node { path: paths[i], digest: Digest::of(b""), kind: kind_of(at(i - 1)) }));
+    nodes.push(Node { path: paths[0].0, depth: 0, digest: root_digest, kind: NodeKind::Dir });
+    let empty = Digest::of(b"");
+    nodes.extend((1..n).map(|i| Node { path: paths[i].0, depth: paths[i].1, digest: empty, kind: kind_of(at(i - 1)) }));
     drop(paths);
     let mut stats = HashStats::default();
     let mut known = vec![false; entries.len()];
@@ -705,23 +721,15 @@ fn hash_tree(
         }
     };
     for i in 1..n {
-        let node = &nodes[i];
-        let path = &text[node.path.start..node.path.start + node.path.len];
-        let parent = &path[..name_start(path).saturating_sub(1)];
-        while open.len() > 1
-            && open.last().is_some_and(|&(d, _)| {
-                let top = nodes[d].path;
-                &text[top.start..top.start + top.len] != parent
-            })
-        {
+        // The parent sits at depth - 1 on the stack (the root at 0): close what is deeper.
+        while open.len() > nodes[i].depth as usize {
             close_top(&mut open, &mut nodes, &mut dir_headers);
         }
         let node = &nodes[i];
-        let path = &text[node.path.start..node.path.start + node.path.len];
         if node.kind == NodeKind::Dir {
             open.push((i, open_dir(node.digest)));
         } else if let Some((_, h)) = open.last_mut() {
-            add_child(h, path, node.digest);
+            add_child(h, &text[node.path.start..node.path.start + node.path.len], node.digest);
         }
     }
     while !open.is_empty() {
