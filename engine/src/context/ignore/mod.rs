@@ -175,7 +175,9 @@ impl RegexBatch {
 struct PathMatches<'a> {
     path: &'a [u8],
     batch: &'a RegexBatch,
-    hits: Option<regex::SetMatches>,
+    /// The set's answer once asked: `None` inside when no member matches, which is most paths
+    /// and much cheaper to find out than which members do.
+    hits: Option<Option<regex::SetMatches>>,
 }
 
 impl PathMatches<'_> {
@@ -183,8 +185,12 @@ impl PathMatches<'_> {
         let Some(slot) = self.batch.slots[index] else {
             return pattern.is_match(self.path);
         };
-        let hits = self.hits.get_or_insert_with(|| self.batch.set.matches(&gostr::go_lossy(self.path)));
-        Ok(hits.matched(slot))
+        let set = &self.batch.set;
+        let hits = self.hits.get_or_insert_with(|| {
+            let text = gostr::go_lossy(self.path);
+            set.is_match(&text).then(|| set.matches(&text))
+        });
+        Ok(hits.as_ref().is_some_and(|hits| hits.matched(slot)))
     }
 }
 
