@@ -565,83 +565,23 @@ fn hash_tree(
     ownership: Ownership,
     cache: Option<&mut StatCache>,
 ) -> Result<(Tree, HashStats), HashError> {
-    let order: Option<Vec<usize>> = (!entries.is_sorted_by(|a, b| path_order(&a.path, &b.path).is_le())).then(|| {
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_unstable_by(|&a, &b| path_order(&entries[a].path, &entries[b].path));
-        order
-    });
-    let at = |k: usize| -> &Entry { &entries[order.as_ref().map_or(k, |o| o[k])] };
-    let n = entries.len() + 1;
-
-    // Node k + 1 is `at(k)`; its path goes into `text` once checked.
-    let text_len = entries
-        .iter()
-        .map(|e| match &e.kind {
-            EntryKind::Symlink { target } => e.path.as_os_str().len() + target.as_os_str().len(),
-            _ => e.path.as_os_str().len(),
-        })
-        .sum();
-    let mut text: Vec<u8> = Vec::with_capacity(text_len);
-    // Each path is its parent's, checked before it, plus a name: checking the name and that the
-    // parent is the directory open on the stack checks the whole path.
-    let mut paths: Vec<(Span, u32)> = Vec::with_capacity(n);
-    paths.push((Span { start: 0, len: 0 }, 0));
-    let mut open: Vec<Span> = vec![paths[0].0];
-    for k in 0..entries.len() {
-        let e = at(k);
-        let bytes = e.path.as_os_str().as_bytes();
-        let name_at = name_start(bytes);
-        if matches!(&bytes[name_at..], b"" | b"." | b"..") {
-            return Err(HashError::InvalidEntryPath { path: e.path.clone() });
-        }
-        if k > 0 && at(k - 1).path.as_os_str().as_bytes() == bytes {
-            return Err(HashError::DuplicateEntry { path: e.path.clone() });
-        }
-        // `None` is the root.
-        let parent = name_at.checked_sub(1).map(|end| &bytes[..end]);
-        let is_parent = |open: &[Span]| match open {
-            [_root] => parent.is_none(),
-            [.., top] => parent == Some(&text[top.start..top.start + top.len]),
-            [] => false,
-        };
-        while open.len() > 1 && !is_parent(&open) {
-            open.pop();
-        }
-        if !is_parent(&open) {
-            if !valid_entry_path(bytes) {
-                return Err(HashError::InvalidEntryPath { path: e.path.clone() });
-            }
-            return Err(HashError::MissingParent {
-                path: e.path.clone(),
-                parent: PathBuf::from(OsStr::from_bytes(parent.unwrap_or_default())),
-            });
-        }
-        let span = Span { start: text.len(), len: bytes.len() };
-        text.extend_from_slice(bytes);
-        // At most one component per two bytes of path, so the depth fits unless the path is
-        // gigabytes long.
-        paths.push((span, u32::try_from(open.len()).unwrap_or(u32::MAX)));
-        if e.kind == EntryKind::Dir {
-            open.push(span);
-        }
-    }
-
-    // Every node starts with its record digest: the root's given header, then cached ones,
-    // then computed ones.
     let root_digest = match root_header {
         RootHeader::Empty => Digest::of(b""),
         RootHeader::Digest(d) => d,
     };
-    let kind_of = |e: &Entry| match e.kind {
-        EntryKind::Dir => NodeKind::Dir,
-        EntryKind::File => NodeKind::File,
-        EntryKind::Symlink { .. } => NodeKind::Symlink,
+    // A walk gives its entries in path order: try that first, and sort only if it is not so.
+    let (order, (mut text, mut nodes)) = match lay_out(entries, None, root_digest)? {
+        Some(laid_out) => (None, laid_out),
+        None => {
+            let mut order: Vec<usize> = (0..entries.len()).collect();
+            order.sort_unstable_by(|&a, &b| path_order(&entries[a].path, &entries[b].path));
+            let laid_out = lay_out(entries, Some(&order), root_digest)?.unwrap_or_default();
+            (Some(order), laid_out)
+        }
     };
-    let mut nodes: Vec<Node> = Vec::with_capacity(n);
-    nodes.push(Node { path: paths[0].0, depth: 0, digest: root_digest, kind: NodeKind::Dir });
-    let empty = Digest::of(b"");
-    nodes.extend((1..n).map(|i| Node { path: paths[i].0, depth: paths[i].1, digest: empty, kind: kind_of(at(i - 1)) }));
-    drop(paths);
+    let at = |k: usize| -> &Entry { &entries[order.as_ref().map_or(k, |o| o[k])] };
+    let n = nodes.len();
+
     let mut stats = HashStats::default();
     let mut known = vec![false; entries.len()];
     let mut carried = Vec::new();
@@ -746,6 +686,88 @@ fn hash_tree(
         }
     }
     Ok((Tree { nodes, text, dir_headers, link_targets, index: OnceLock::new() }, stats))
+}
+
+/// A tree's path text and its nodes, before their digests are known.
+type LaidOut = (Vec<u8>, Vec<Node>);
+
+/// Checks the entries (`entries[order[k]]`, or `entries[k]` without `order`) and lays them out
+/// as nodes in that order, their paths in one text buffer; the record digests are filled in
+/// later. Without `order`, `None` when the entries turn out not to be in path order.
+///
+/// Each path is its parent's, checked before it, plus a name: checking the name and that the
+/// parent is the directory open on the stack checks the whole path. In path order a duplicate
+/// compares equal to the entry before it.
+fn lay_out(entries: &[Entry], order: Option<&[usize]>, root_digest: Digest) -> Result<Option<LaidOut>, HashError> {
+    let at = |k: usize| -> &Entry { &entries[order.map_or(k, |o| o[k])] };
+    let text_len = entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::Symlink { target } => e.path.as_os_str().len() + target.as_os_str().len(),
+            _ => e.path.as_os_str().len(),
+        })
+        .sum();
+    let mut text: Vec<u8> = Vec::with_capacity(text_len);
+    let mut nodes: Vec<Node> = Vec::with_capacity(entries.len() + 1);
+    let root = Span { start: 0, len: 0 };
+    nodes.push(Node { path: root, depth: 0, digest: root_digest, kind: NodeKind::Dir });
+    let unset = Digest::of(b"");
+    let mut open: Vec<Span> = vec![root];
+    let mut previous: &[u8] = &[];
+    for k in 0..entries.len() {
+        let e = at(k);
+        let bytes = e.path.as_os_str().as_bytes();
+        let name_at = name_start(bytes);
+        if matches!(&bytes[name_at..], b"" | b"." | b"..") {
+            return Err(HashError::InvalidEntryPath { path: e.path.clone() });
+        }
+        if k > 0 {
+            match path_order(Path::new(OsStr::from_bytes(previous)), &e.path) {
+                std::cmp::Ordering::Equal => return Err(HashError::DuplicateEntry { path: e.path.clone() }),
+                std::cmp::Ordering::Greater if order.is_none() => return Ok(None),
+                _ => {}
+            }
+        }
+        previous = bytes;
+        // `None` is the root.
+        let parent = name_at.checked_sub(1).map(|end| &bytes[..end]);
+        let is_parent = |open: &[Span]| match open {
+            [_root] => parent.is_none(),
+            [.., top] => parent == Some(&text[top.start..top.start + top.len]),
+            [] => false,
+        };
+        while open.len() > 1 && !is_parent(&open) {
+            open.pop();
+        }
+        if !is_parent(&open) {
+            if !valid_entry_path(bytes) {
+                return Err(HashError::InvalidEntryPath { path: e.path.clone() });
+            }
+            if order.is_none() {
+                // Perhaps only out of order: the sorted pass decides.
+                return Ok(None);
+            }
+            return Err(HashError::MissingParent {
+                path: e.path.clone(),
+                parent: PathBuf::from(OsStr::from_bytes(parent.unwrap_or_default())),
+            });
+        }
+        let span = Span { start: text.len(), len: bytes.len() };
+        text.extend_from_slice(bytes);
+        let kind = match e.kind {
+            EntryKind::Dir => NodeKind::Dir,
+            EntryKind::File => NodeKind::File,
+            EntryKind::Symlink { .. } => NodeKind::Symlink,
+        };
+        // At most one component per two bytes of path, so the depth fits unless the path is
+        // gigabytes long.
+        let depth = u32::try_from(open.len()).unwrap_or(u32::MAX);
+        nodes.push(Node { path: span, depth, digest: unset, kind });
+        if kind == NodeKind::Dir {
+            open.push(span);
+        }
+    }
+    Ok(Some((text, nodes)))
 }
 
 /// Where the last component of a `/`-joined path starts.
