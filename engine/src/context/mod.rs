@@ -6,6 +6,7 @@
 //! build.
 
 pub mod contenthash;
+mod hugepages;
 pub mod ignore;
 pub mod inspect;
 pub mod select;

@@ -192,6 +192,17 @@ pub(crate) fn path_hash(path: &[u8]) -> u64 {
     FxBuildHasher.hash_one(path)
 }
 
+/// Reads a whole file into a buffer sized from its metadata (huge pages when large).
+fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
+    super::hugepages::prefer_huge_pages(&mut data);
+    file.read_to_end(&mut data)?;
+    Ok(data)
+}
+
 /// The path of the record at `offset` (which [`parse`] or [`encode_record`] checked).
 fn record_path(data: &[u8], offset: usize) -> &[u8] {
     let len = u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap_or_default()) as usize;
@@ -267,7 +278,7 @@ impl StatCache {
     /// corrupt, truncated or foreign one gives an empty cache and a warning.
     pub fn load(path: &Path) -> Self {
         let mut cache = Self::new();
-        let data = match fs::read(path) {
+        let data = match read_whole(path) {
             Ok(data) => data,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::debug!(path = %path.display(), "no stat cache yet");

@@ -335,6 +335,8 @@ type Listing = Vec<(usize, Listed)>;
 struct Queue {
     jobs: Vec<DirJob>,
     busy: usize,
+    /// Workers waiting for a job: only then is a wake-up (a system call) worth making.
+    waiting: usize,
 }
 
 /// What one thread found.
@@ -376,7 +378,7 @@ fn walk_tree(root: &Path, matcher: &PatternMatcher, threads: usize, sizes: bool)
         sizes,
         descend: Descend::new(matcher),
         next_id: AtomicUsize::new(1),
-        queue: Mutex::new(Queue { jobs: vec![root_job], busy: 0 }),
+        queue: Mutex::new(Queue { jobs: vec![root_job], busy: 0, waiting: 0 }),
         wake: Condvar::new(),
         abort: AtomicBool::new(false),
     };
@@ -411,7 +413,9 @@ fn worker(shared: &Shared<'_>) -> Found {
                     shared.wake.notify_all();
                     return found;
                 }
+                queue.waiting += 1;
                 queue = shared.wake.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                queue.waiting -= 1;
             }
         };
         let guard = PanicGuard(shared);
@@ -430,9 +434,12 @@ fn worker(shared: &Shared<'_>) -> Found {
         std::mem::forget(guard);
         let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
         queue.busy -= 1;
+        let added = !subdirs.is_empty();
         // Reverse so that popping from the end visits the first names first.
         queue.jobs.extend(subdirs.into_iter().rev());
-        shared.wake.notify_all();
+        if queue.waiting > 0 && (added || queue.busy == 0 || shared.abort.load(AtomicOrdering::Relaxed)) {
+            shared.wake.notify_all();
+        }
     }
 }
 
@@ -574,7 +581,11 @@ fn visit(
     .map_err(|source| WalkError::Match { path: rel_path(rel), source })?;
     let mut add = |found: &mut Found, entry: Entry, listed: Listed| {
         listing.push((found.entries.len(), listed));
+        let grows = found.entries.len() == found.entries.capacity();
         found.entries.push(Some(entry));
+        if grows {
+            super::hugepages::prefer_huge_pages(&mut found.entries);
+        }
     };
     if excluded {
         if is_dir && shared.descend.enters(rel) {
@@ -718,6 +729,7 @@ fn assemble(founds: Vec<Found>) -> WalkResult {
         (thread, listing.into_iter())
     };
     let mut entries = Vec::with_capacity(total);
+    super::hugepages::prefer_huge_pages(&mut entries);
     // Each open directory: the thread that read it, its remaining entries, and for an excluded
     // one, where its own entry sits in `entries`.
     let (thread, rest) = take(0);
