@@ -147,14 +147,18 @@ pub struct PatternMatcher {
 #[derive(Debug)]
 struct RegexBatch {
     set: regex::RegexSet,
-    /// Each pattern's index in `set`, if it is in it.
     slots: Vec<Option<usize>>,
+    /// Whether every regular-expression pattern is in the set (none failed to compile), so that
+    /// the set and the other patterns together tell whether any pattern matches a path.
+    complete: bool,
+    /// The patterns matched without a regular expression.
+    simple: Vec<usize>,
 }
 
 impl RegexBatch {
     fn new(patterns: &[Pattern]) -> Self {
         let mut sources = Vec::new();
-        let slots = patterns
+        let slots: Vec<Option<usize>> = patterns
             .iter()
             .map(|pattern| {
                 let source = pattern.compiled()?.as_ref().ok()?.as_str();
@@ -162,16 +166,20 @@ impl RegexBatch {
                 Some(sources.len() - 1)
             })
             .collect();
+        let simple = (0..patterns.len()).filter(|&i| !matches!(patterns[i].shape, Shape::Regex(_))).collect();
+        let complete =
+            patterns.iter().zip(&slots).all(|(p, slot)| slot.is_some() || !matches!(p.shape, Shape::Regex(_)));
         // Every member compiled on its own, so the set compiles unless it outgrows the default
         // size limit; then each pattern is matched alone, with the same answers.
         match regex::RegexSet::new(&sources) {
-            Ok(set) => Self { set, slots },
-            Err(_) => Self { set: regex::RegexSet::empty(), slots: vec![None; patterns.len()] },
+            Ok(set) => Self { set, slots, complete, simple },
+            Err(_) => {
+                Self { set: regex::RegexSet::empty(), slots: vec![None; patterns.len()], complete: false, simple }
+            }
         }
     }
 }
 
-/// One path's matches against a [`RegexBatch`], computed on first need.
 struct PathMatches<'a> {
     path: &'a [u8],
     batch: &'a RegexBatch,
@@ -185,12 +193,26 @@ impl PathMatches<'_> {
         let Some(slot) = self.batch.slots[index] else {
             return pattern.is_match(self.path);
         };
+        Ok(self.set_hits().is_some_and(|hits| hits.matched(slot)))
+    }
+
+    fn set_hits(&mut self) -> Option<&regex::SetMatches> {
         let set = &self.batch.set;
-        let hits = self.hits.get_or_insert_with(|| {
-            let text = gostr::go_lossy(self.path);
-            set.is_match(&text).then(|| set.matches(&text))
-        });
-        Ok(hits.as_ref().is_some_and(|hits| hits.matched(slot)))
+        let path = self.path;
+        self.hits
+            .get_or_insert_with(|| {
+                let text = gostr::go_lossy(path);
+                set.is_match(&text).then(|| set.matches(&text))
+            })
+            .as_ref()
+    }
+
+    /// Whether no pattern at all matches the path itself (`false` when that cannot be known
+    /// without going through the patterns one by one).
+    fn matches_no_pattern(&mut self, patterns: &[Pattern]) -> bool {
+        self.batch.complete
+            && !self.batch.simple.iter().any(|&i| patterns[i].is_match(self.path).unwrap_or(true))
+            && self.set_hits().is_none()
     }
 }
 
@@ -328,8 +350,17 @@ impl PatternMatcher {
         if !known.is_empty() && known.len() != self.patterns.len() {
             return Err(PatternError::MatchInfoMismatch);
         }
-        let mut matched = false;
         let mut lazy = self.path_matches(file);
+        // Most paths match no pattern and have no matching parent: then nothing is excluded and
+        // every per-pattern result is false, whatever the order of the patterns.
+        let no_ancestors_to_check = !known.is_empty() || gostr::dir(file) == b".";
+        if no_ancestors_to_check && !known.contains(&true) && lazy.matches_no_pattern(&self.patterns) {
+            if let Some(info) = info {
+                info.fill(false);
+            }
+            return Ok(false);
+        }
+        let mut matched = false;
         for (i, pattern) in self.patterns.iter().enumerate() {
             let mut hit = known.get(i).copied().unwrap_or(false);
             if !hit {
