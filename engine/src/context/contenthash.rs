@@ -707,10 +707,8 @@ fn lay_out(entries: &[Entry], order: Option<&[usize]>, root_digest: Digest) -> R
             _ => e.path.as_os_str().len(),
         })
         .sum();
-    let mut text: Vec<u8> = Vec::with_capacity(text_len);
-    let mut nodes: Vec<Node> = Vec::with_capacity(entries.len() + 1);
-    super::hugepages::prefer_huge_pages(&mut text);
-    super::hugepages::prefer_huge_pages(&mut nodes);
+    let mut text: Vec<u8> = super::hugepages::vec_with_capacity(text_len);
+    let mut nodes: Vec<Node> = super::hugepages::vec_with_capacity(entries.len() + 1);
     let root = Span { start: 0, len: 0 };
     nodes.push(Node { path: root, depth: 0, digest: root_digest, kind: NodeKind::Dir });
     let unset = Digest::of(b"");

@@ -197,8 +197,7 @@ fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = fs::File::open(path)?;
     let len = file.metadata()?.len();
-    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
-    super::hugepages::prefer_huge_pages(&mut data);
+    let mut data = super::hugepages::vec_with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
     file.read_to_end(&mut data)?;
     Ok(data)
 }

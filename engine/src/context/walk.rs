@@ -581,11 +581,8 @@ fn visit(
     .map_err(|source| WalkError::Match { path: rel_path(rel), source })?;
     let mut add = |found: &mut Found, entry: Entry, listed: Listed| {
         listing.push((found.entries.len(), listed));
-        let grows = found.entries.len() == found.entries.capacity();
+        super::hugepages::reserve_one(&mut found.entries);
         found.entries.push(Some(entry));
-        if grows {
-            super::hugepages::prefer_huge_pages(&mut found.entries);
-        }
     };
     if excluded {
         if is_dir && shared.descend.enters(rel) {
@@ -728,8 +725,7 @@ fn assemble(founds: Vec<Found>) -> WalkResult {
         let (thread, listing) = by_id.get_mut(id).and_then(Option::take).unwrap_or_default();
         (thread, listing.into_iter())
     };
-    let mut entries = Vec::with_capacity(total);
-    super::hugepages::prefer_huge_pages(&mut entries);
+    let mut entries = super::hugepages::vec_with_capacity(total);
     // Each open directory: the thread that read it, its remaining entries, and for an excluded
     // one, where its own entry sits in `entries`.
     let (thread, rest) = take(0);
