@@ -50,6 +50,8 @@ use crate::cas::Digest;
 const MAX_SYMLINKS: usize = 255;
 /// Read buffer per hashing thread.
 const READ_BUFFER: usize = 256 * 1024;
+/// Files at least this large are hashed first, largest first.
+const LARGE_FILE: u64 = 1 << 20;
 
 /// Whose uid/gid go into record headers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -609,7 +611,13 @@ fn hash_tree(
         }
     }
     drop(known);
-    let results = parallel_map(jobs.len(), |j, buf| {
+    // Large files first: one taken up last would leave the other cores idle while it is read.
+    let size_of_job = |job: &[usize]| if at(job[0]).kind == EntryKind::File { at(job[0]).size } else { 0 };
+    let (mut dispatch, rest): (Vec<usize>, Vec<usize>) =
+        (0..jobs.len()).partition(|&j| size_of_job(&jobs[j]) >= LARGE_FILE);
+    dispatch.sort_by_key(|&j| std::cmp::Reverse(size_of_job(&jobs[j])));
+    dispatch.extend(rest);
+    let results = parallel_map(jobs.len(), &dispatch, |j, buf| {
         let e = at(jobs[j][0]);
         leaf_digest(&base.join(&e.path), e, ownership, buf)
     })?;
@@ -807,10 +815,12 @@ fn lookup_all<'e>(
     });
 }
 
-/// Runs `f(0..n)` on all cores, each worker with its own read buffer; returns the results in
-/// order, or the error of the lowest failing index.
+/// Runs `f(0..n)` on all cores, each worker with its own read buffer, taking the indices in the
+/// order of `dispatch` (a permutation of `0..n`); returns the results by index, or the error of
+/// the lowest failing index.
 fn parallel_map<T: Send>(
     n: usize,
+    dispatch: &[usize],
     f: impl Fn(usize, &mut Vec<u8>) -> Result<T, HashError> + Sync,
 ) -> Result<Vec<T>, HashError> {
     let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get).min(n);
@@ -827,10 +837,9 @@ fn parallel_map<T: Send>(
                     let mut buf = vec![0u8; READ_BUFFER];
                     let mut out = Vec::new();
                     while !failed.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= n {
+                        let Some(&i) = dispatch.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             break;
-                        }
+                        };
                         let r = f(i, &mut buf);
                         if r.is_err() {
                             failed.store(true, Ordering::Relaxed);
