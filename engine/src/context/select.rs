@@ -7,7 +7,7 @@
 //!   `AllowEmptyWildcard` for Dockerfile COPY); a plain path that does not exist is an error.
 //! - A selected **directory** is copied by its contents (and its own metadata); a file by itself.
 //! - **`--exclude`** patterns follow moby/patternmatcher (the context's
-//!   [`PatternMatcher`](super::ignore::PatternMatcher): `**`, `!` exceptions, last match wins, a
+//!   [`PatternMatcher`]: `**`, `!` exceptions, last match wins, a
 //!   match on a directory covering what is inside it), applied as fsutil's copier applies them:
 //!   to each path *relative to the selected source*, never to the source itself. A directory
 //!   that is excluded but holds a re-included path is kept as that path's parent.

@@ -17,7 +17,13 @@
 //! - names are bytes: names that are not UTF-8 are kept as they are.
 //!
 //! Entries come out in BuildKit's order: by path, component by component, in byte order
-//! (fsutil's `ComparePath`: `a/b` sorts before `a-b`, because `/` sorts first).
+//! (fsutil's `ComparePath`: `a/b` sorts before `a-b`, because `/` sorts first). Each directory's
+//! entries are sorted by name where they are read, and the listings are joined depth first, so
+//! no sort of the whole context is needed.
+//!
+//! Directories are read with `getdents64` into a reused buffer, and each directory and entry is
+//! opened or `lstat`ed relative to its parent's descriptor (`openat`, `fstatat`): one path
+//! component to look up rather than the whole path, and no allocation per name read.
 
 use std::cmp::Ordering;
 use std::ffi::{CStr, OsStr, OsString};
