@@ -28,6 +28,7 @@ use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -164,7 +165,7 @@ fn system_time_ns(t: SystemTime) -> i128 {
 pub struct StatCache {
     /// Encoded records (see the format in the [module docs](self)), possibly with bytes that no
     /// offset points at (a header, or a record replaced since).
-    data: Vec<u8>,
+    data: Records,
     /// The offset in `data` of each live record, hashed by its path.
     table: HashTable<usize>,
     /// The write time of the file this cache was loaded from, when it was.
@@ -192,14 +193,50 @@ pub(crate) fn path_hash(path: &[u8]) -> u64 {
     FxBuildHasher.hash_one(path)
 }
 
-/// Reads a whole file into a buffer sized from its metadata (huge pages when large).
-fn read_whole(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    let mut data = super::hugepages::vec_with_capacity(usize::try_from(len).unwrap_or(0).saturating_add(1));
-    file.read_to_end(&mut data)?;
-    Ok(data)
+/// The bytes of a stat cache: the file's pages mapped as they are in the page cache (no copy,
+/// no fresh memory to fault in), or a buffer once records are added.
+#[derive(Clone, Default)]
+struct Records {
+    /// The bytes, unless mapped.
+    owned: Vec<u8>,
+    mapped: Option<Arc<memmap2::Mmap>>,
+}
+
+impl std::ops::Deref for Records {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match &self.mapped {
+            Some(map) => map,
+            None => &self.owned,
+        }
+    }
+}
+
+impl Records {
+    /// The bytes as a buffer that records can be appended to (copied out of a mapping first).
+    fn to_mut(&mut self) -> &mut Vec<u8> {
+        if let Some(map) = self.mapped.take() {
+            self.owned = map.to_vec();
+        }
+        &mut self.owned
+    }
+}
+
+/// Maps a cache file, and tells when it was written.
+fn map_file(path: &Path) -> io::Result<(Records, i128)> {
+    let file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let written = system_time_ns(meta.modified()?);
+    if meta.len() == 0 {
+        return Ok((Records::default(), written));
+    }
+    // SAFETY: the mapping is read-only and private. `save` never rewrites a cache file in place
+    // (it writes a new file and renames it over the old one), so the mapped bytes do not change
+    // while mapped unless something outside nullspace truncates the file; git maps its index
+    // under the same assumption.
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
+    Ok((Records { owned: Vec::new(), mapped: Some(Arc::new(map)) }, written))
 }
 
 /// The path of the record at `offset` (which [`parse`] or [`encode_record`] checked).
@@ -259,7 +296,7 @@ impl StatCache {
     /// An empty cache with the [`DEFAULT_RACY_WINDOW`].
     pub fn new() -> Self {
         Self {
-            data: Vec::new(),
+            data: Records::default(),
             table: HashTable::new(),
             file_written_ns: None,
             racy_window_ns: DEFAULT_RACY_WINDOW.as_nanos() as i128,
@@ -277,21 +314,14 @@ impl StatCache {
     /// corrupt, truncated or foreign one gives an empty cache and a warning.
     pub fn load(path: &Path) -> Self {
         let mut cache = Self::new();
-        let data = match read_whole(path) {
-            Ok(data) => data,
+        let (data, written) = match map_file(path) {
+            Ok(mapped) => mapped,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 tracing::debug!(path = %path.display(), "no stat cache yet");
                 return cache;
             }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot read stat cache; starting empty");
-                return cache;
-            }
-        };
-        let written = match fs::metadata(path).and_then(|m| m.modified()) {
-            Ok(t) => system_time_ns(t),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot stat stat cache; starting empty");
                 return cache;
             }
         };
@@ -430,7 +460,7 @@ impl StatCache {
         for entry in carried {
             if let Some(offset) = self.find(path_key(entry)) {
                 let at = next.data.len();
-                next.data.extend_from_slice(record_bytes(&self.data, offset));
+                next.data.to_mut().extend_from_slice(record_bytes(&self.data, offset));
                 next.link(at);
             }
         }
@@ -445,7 +475,7 @@ impl StatCache {
         // Paths longer than u32::MAX bytes cannot exist on any real filesystem.
         if key == verified && !key.racy(observed_at_ns, self.racy_window_ns) && u32::try_from(path.len()).is_ok() {
             let at = self.data.len();
-            encode_record(&mut self.data, path, &key, &digest);
+            encode_record(self.data.to_mut(), path, &key, &digest);
             self.link(at);
             // No longer what the file holds, so `save` must write it.
             self.clean_at = None;
