@@ -783,9 +783,9 @@ fn name_start(path: &[u8]) -> usize {
     path.iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1)
 }
 
-/// Looks up every entry (`at(k)` for `k` in `0..nodes.len()`) in `cache`: a hit sets the node's
-/// digest and marks it `known`. Split across the cores: a warm run over a large context spends
-/// most of its own time here.
+/// Looks up every entry (`at(k)` for `k` in `0..nodes.len()`, in path order) in `cache`: a hit
+/// sets the node's digest and marks it `known`. Split across the cores, each part walking along
+/// the cache's records with a cursor.
 fn lookup_all<'e>(
     cache: &StatCache,
     at: &(impl Fn(usize) -> &'e Entry + Sync),
@@ -796,8 +796,9 @@ fn lookup_all<'e>(
     let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get).min(nodes.len() / MIN_CHUNK).max(1);
     let chunk = nodes.len().div_ceil(workers).max(1);
     let look_up = |c: usize, nodes: &mut [Node], known: &mut [bool]| {
+        let mut cursor = cache.cursor();
         for (j, (node, known)) in nodes.iter_mut().zip(known).enumerate() {
-            if let Some(digest) = cache.lookup(at(c * chunk + j)) {
+            if let Some(digest) = cursor.lookup(at(c * chunk + j)) {
                 node.digest = digest;
                 *known = true;
             }

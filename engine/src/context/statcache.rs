@@ -16,8 +16,11 @@
 //! **Format** (all integers little-endian): the magic `NSSTATC\0`, a `u32` version, a `u32` of
 //! reserved zero, a `u64` record count, the records (`u32` path length, path bytes, `u8` kind,
 //! `u32` mode, `u64` dev, `u64` ino, `u64` size, `i128` mtime ns, `i128` ctime ns, 32 digest
-//! bytes), then the SHA-256 of everything before it. A missing file is an empty cache; a corrupt,
-//! truncated or foreign one is an empty cache and a `tracing` warning. Writes go to a temp file
+//! bytes) in path order (fsutil's, `/` first), then the SHA-256 of everything before it. The file
+//! is mapped rather than read, and entries looked up in path order walk along its records; a file
+//! whose records are in another order (older ones: byte order) is indexed by path instead. A
+//! missing file is an empty cache; a corrupt, truncated or foreign one is an empty cache and a
+//! `tracing` warning. Writes go to a temp file
 //! that is renamed over the old one. Neither is fsynced: after a crash the file may be the old
 //! one (still sound: its records are trusted against its own write time) or torn, which the
 //! checksum turns into an empty cache. Losing a cache only costs a re-hash, while two fsyncs of
@@ -28,8 +31,8 @@ use std::hash::BuildHasher;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashTable;
@@ -37,6 +40,7 @@ use hashbrown::hash_table::Entry as TableEntry;
 use rustc_hash::FxBuildHasher;
 use sha2::{Digest as _, Sha256};
 
+use super::walk::path_order_bytes;
 use super::{Entry, EntryKind};
 use crate::cas::Digest;
 
@@ -147,9 +151,9 @@ fn system_time_ns(t: SystemTime) -> i128 {
 
 /// Digests of context entries keyed by their stat fields; see the [module docs](self).
 ///
-/// Records are kept in their file layout in one buffer (for a loaded cache, the file itself),
-/// found by path through a table of offsets: loading a cache of 50,000 entries allocates twice,
-/// not 50,000 times.
+/// Records are kept in their file layout in one buffer (for a loaded cache, the mapped file
+/// itself), found by path through a table of offsets or, for entries in path order, by walking
+/// along them: loading a cache of 50,000 entries allocates once, not 50,000 times.
 ///
 /// ```
 /// use nullspace_engine::context::statcache::StatCache;
@@ -166,8 +170,13 @@ pub struct StatCache {
     /// Encoded records (see the format in the [module docs](self)), possibly with bytes that no
     /// offset points at (a header, or a record replaced since).
     data: Records,
-    /// The offset in `data` of each live record, hashed by its path.
-    table: HashTable<usize>,
+    /// The offset in `data` of each live record, hashed by its path; built on first use when
+    /// `ordered` is there.
+    table: OnceLock<HashTable<usize>>,
+    /// The offsets of all records in path order, when a loaded file had them so (as `save`
+    /// writes them): entries looked up in path order then walk along them (see [`Cursor`]),
+    /// without the table.
+    ordered: Option<Vec<usize>>,
     /// The write time of the file this cache was loaded from, when it was.
     file_written_ns: Option<i128>,
     racy_window_ns: i128,
@@ -179,7 +188,7 @@ pub struct StatCache {
 impl std::fmt::Debug for StatCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StatCache")
-            .field("records", &self.table.len())
+            .field("records", &self.len())
             .field("file_written_ns", &self.file_written_ns)
             .field("racy_window_ns", &self.racy_window_ns)
             .field("clean_at", &self.clean_at)
@@ -297,7 +306,8 @@ impl StatCache {
     pub fn new() -> Self {
         Self {
             data: Records::default(),
-            table: HashTable::new(),
+            table: OnceLock::from(HashTable::new()),
+            ordered: None,
             file_written_ns: None,
             racy_window_ns: DEFAULT_RACY_WINDOW.as_nanos() as i128,
             clean_at: None,
@@ -326,9 +336,16 @@ impl StatCache {
             }
         };
         match parse(&data) {
-            Ok(table) => {
+            Ok(Parsed::Ordered(ordered)) => {
                 cache.data = data;
-                cache.table = table;
+                cache.table = OnceLock::new();
+                cache.ordered = Some(ordered);
+                cache.file_written_ns = Some(written);
+                cache.clean_at = Some(path.to_owned());
+            }
+            Ok(Parsed::Unordered(table)) => {
+                cache.data = data;
+                cache.table = OnceLock::from(table);
                 cache.file_written_ns = Some(written);
                 cache.clean_at = Some(path.to_owned());
             }
@@ -399,21 +416,41 @@ impl StatCache {
 
     /// How many entries the cache holds.
     pub fn len(&self) -> usize {
-        self.table.len()
+        match &self.ordered {
+            Some(ordered) => ordered.len(),
+            None => self.table().len(),
+        }
     }
 
     /// Whether the cache holds no entry.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
+    }
+
+    fn table(&self) -> &HashTable<usize> {
+        self.table.get_or_init(|| {
+            let data = &self.data;
+            let mut table = HashTable::with_capacity(self.ordered.as_ref().map_or(0, Vec::len));
+            for &offset in self.ordered.iter().flatten() {
+                // Paths in strict path order are unique.
+                table.insert_unique(path_hash(record_path(data, offset)), offset, |&o| path_hash(record_path(data, o)));
+            }
+            table
+        })
     }
 
     fn find(&self, path: &[u8]) -> Option<usize> {
-        self.table.find(path_hash(path), |&offset| record_path(&self.data, offset) == path).copied()
+        self.table().find(path_hash(path), |&offset| record_path(&self.data, offset) == path).copied()
     }
 
     /// The digest cached for `entry`, if its stat fields are unchanged and it is not racy.
     pub fn lookup(&self, entry: &Entry) -> Option<Digest> {
-        let (cached, digest) = record_fields(&self.data, self.find(path_key(entry))?);
+        self.check(self.find(path_key(entry))?, entry)
+    }
+
+    /// The digest of the record at `offset` (`entry`'s path), if `entry` still matches it.
+    fn check(&self, offset: usize, entry: &Entry) -> Option<Digest> {
+        let (cached, digest) = record_fields(&self.data, offset);
         let key = StatKey::of_entry(entry);
         if cached != key {
             return None;
@@ -426,12 +463,20 @@ impl StatCache {
         Some(digest)
     }
 
+    /// A [`Cursor`] for looking up entries in path order.
+    pub(crate) fn cursor(&self) -> Cursor<'_> {
+        Cursor { cache: self, at: None }
+    }
+
     /// Adds the record at `offset` in `self.data`, replacing one for the same path.
     fn link(&mut self, offset: usize) {
+        self.table();
+        self.ordered = None;
         let data = &self.data;
+        let Some(table) = self.table.get_mut() else { return };
         let path = record_path(data, offset);
         let hasher = |&o: &usize| path_hash(record_path(data, o));
-        match self.table.entry(path_hash(path), |&o| record_path(data, o) == path, hasher) {
+        match table.entry(path_hash(path), |&o| record_path(data, o) == path, hasher) {
             TableEntry::Occupied(mut slot) => *slot.get_mut() = offset,
             TableEntry::Vacant(slot) => {
                 slot.insert(offset);
@@ -483,10 +528,10 @@ impl StatCache {
     }
 
     fn encode(&self) -> Vec<u8> {
-        // Sorted for a deterministic file; byte order because it is cheap (`Path`'s order parses
-        // components on every comparison).
-        let mut offsets: Vec<usize> = self.table.iter().copied().collect();
-        offsets.sort_unstable_by_key(|&o| record_path(&self.data, o));
+        // In path order (fsutil's, as contexts are walked): deterministic, and what lets a
+        // later run look entries up in one pass along the records.
+        let mut offsets: Vec<usize> = self.table().iter().copied().collect();
+        offsets.sort_unstable_by(|&a, &b| path_order_bytes(record_path(&self.data, a), record_path(&self.data, b)));
         let body: usize = offsets.iter().map(|&o| record_bytes(&self.data, o).len()).sum();
         let mut out = Vec::with_capacity(HEADER_LEN + body + 32);
         out.extend_from_slice(MAGIC);
@@ -544,7 +589,15 @@ impl<'a> Reader<'a> {
 }
 
 /// Checks a cache file and indexes its records by their offset in `data`.
-fn parse(data: &[u8]) -> Result<HashTable<usize>, &'static str> {
+/// A checked cache file's records.
+enum Parsed {
+    /// Their offsets, in strict path order.
+    Ordered(Vec<usize>),
+    /// Indexed by path (a file from before records were written in path order).
+    Unordered(HashTable<usize>),
+}
+
+fn parse(data: &[u8]) -> Result<Parsed, &'static str> {
     if data.len() < HEADER_LEN + 32 {
         return Err("truncated");
     }
@@ -566,7 +619,9 @@ fn parse(data: &[u8]) -> Result<HashTable<usize>, &'static str> {
     if count > (r.data.len() / RECORD_FIXED_LEN) as u64 {
         return Err("record count exceeds file size");
     }
-    let mut table = HashTable::with_capacity(count as usize);
+    let mut offsets = Vec::with_capacity(count as usize);
+    let mut in_order = true;
+    let mut previous: &[u8] = &[];
     for _ in 0..count {
         let offset = body.len() - r.data.len();
         let len = u32::from_le_bytes(r.array()?) as usize;
@@ -575,16 +630,60 @@ fn parse(data: &[u8]) -> Result<HashTable<usize>, &'static str> {
         if fixed[0] > 2 {
             return Err("unknown entry kind");
         }
+        in_order = in_order && (offsets.is_empty() || path_order_bytes(previous, path).is_lt());
+        previous = path;
+        offsets.push(offset);
+    }
+    if !r.data.is_empty() {
+        return Err("trailing bytes");
+    }
+    if in_order {
+        return Ok(Parsed::Ordered(offsets));
+    }
+    let mut table = HashTable::with_capacity(offsets.len());
+    for offset in offsets {
+        let path = record_path(body, offset);
         let hash = path_hash(path);
         if table.find(hash, |&o| record_path(body, o) == path).is_some() {
             return Err("duplicate path");
         }
         table.insert_unique(hash, offset, |&o| path_hash(record_path(body, o)));
     }
-    if !r.data.is_empty() {
-        return Err("trailing bytes");
+    Ok(Parsed::Unordered(table))
+}
+
+/// Looks entries up in path order: along the records when they are in path order too (one
+/// pass, no hashing), through the table otherwise. Entries out of order are only missed, never
+/// given a wrong digest.
+pub(crate) struct Cursor<'c> {
+    cache: &'c StatCache,
+    /// Where in the ordered records the last lookup stopped.
+    at: Option<usize>,
+}
+
+impl Cursor<'_> {
+    /// The digest cached for `entry`, as [`StatCache::lookup`] gives it.
+    pub(crate) fn lookup(&mut self, entry: &Entry) -> Option<Digest> {
+        let Some(ordered) = &self.cache.ordered else {
+            return self.cache.lookup(entry);
+        };
+        let data = &self.cache.data;
+        let path = path_key(entry);
+        let before = |&offset: &usize| path_order_bytes(record_path(data, offset), path).is_lt();
+        let mut at = match self.at {
+            Some(at) => at,
+            None => ordered.partition_point(before),
+        };
+        while ordered.get(at).is_some_and(before) {
+            at += 1;
+        }
+        self.at = Some(at);
+        let offset = *ordered.get(at)?;
+        if record_path(data, offset) != path {
+            return None;
+        }
+        self.cache.check(offset, entry)
     }
-    Ok(table)
 }
 
 #[cfg(test)]
@@ -627,6 +726,68 @@ mod tests {
         let mut chmodded = e.clone();
         chmodded.mode = 0o755;
         assert_eq!(loaded.lookup(&chmodded), None);
+    }
+
+    #[test]
+    fn saved_in_path_order_and_looked_up_along_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        let old = now_ns() - HOUR_NS;
+        // Byte order would put `a-b` and `a.b` before `a/x`; path order puts `/` first.
+        let names = ["a", "a/x", "a/y", "a-b", "a.b", "b", "c/d/e"];
+        let mut cache = StatCache::new();
+        for name in names {
+            let e = entry(name, old);
+            cache.record(&e, key_of(&e), now_ns(), Digest::of(name.as_bytes()));
+        }
+        cache.save(&file).unwrap();
+        let loaded = StatCache::load(&file);
+        let written: Vec<&[u8]> =
+            loaded.ordered.as_ref().expect("read as ordered").iter().map(|&o| record_path(&loaded.data, o)).collect();
+        assert_eq!(written, names.map(str::as_bytes));
+
+        // In path order, with entries the cache lacks and one that changed.
+        let mut changed = entry("a/y", old);
+        changed.stat.mtime_ns += 1;
+        let probes =
+            [entry("0", old), entry("a", old), entry("a/w", old), changed, entry("a-b", old), entry("c/d/e", old)];
+        let expected = [None, Some(Digest::of(b"a")), None, None, Some(Digest::of(b"a-b")), Some(Digest::of(b"c/d/e"))];
+        for start in 0..probes.len() {
+            let mut cursor = loaded.cursor();
+            let found: Vec<_> = probes[start..].iter().map(|e| cursor.lookup(e)).collect();
+            assert_eq!(found, expected[start..], "from probe {start}");
+            let by_table: Vec<_> = probes[start..].iter().map(|e| loaded.lookup(e)).collect();
+            assert_eq!(by_table, expected[start..]);
+        }
+        // A cache built in memory has no ordered records: the cursor goes through the table.
+        assert!(cache.ordered.is_none());
+        let mut cursor = cache.cursor();
+        assert_eq!(cursor.lookup(&entry("a-b", old)), Some(Digest::of(b"a-b")));
+    }
+
+    #[test]
+    fn a_file_in_byte_order_is_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        let old = now_ns() - HOUR_NS;
+        // As files were written before path order: `a-b` before `a/x`.
+        let (dash, slash) = (entry("a-b", old), entry("a/x", old));
+        let mut out = Vec::new();
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&2u64.to_le_bytes());
+        encode_record(&mut out, b"a-b", &key_of(&dash), &Digest::of(b"dash"));
+        encode_record(&mut out, b"a/x", &key_of(&slash), &Digest::of(b"slash"));
+        let sum: [u8; 32] = Sha256::digest(&out).into();
+        out.extend_from_slice(&sum);
+        fs::write(&file, out).unwrap();
+        let loaded = StatCache::load(&file);
+        assert!(loaded.ordered.is_none());
+        assert_eq!(loaded.len(), 2);
+        let mut cursor = loaded.cursor();
+        assert_eq!(cursor.lookup(&slash), Some(Digest::of(b"slash")));
+        assert_eq!(cursor.lookup(&dash), Some(Digest::of(b"dash")));
     }
 
     #[test]

@@ -688,7 +688,11 @@ fn examine(shared: &Shared<'_>, child: &Child<'_>) -> Result<Option<Examined>, W
 /// fsutil's `ComparePath`: byte order where `/` sorts before every other byte, which is the
 /// order of a depth-first walk with each directory read in name order.
 pub fn path_order(a: &Path, b: &Path) -> Ordering {
-    let (a, b) = (a.as_os_str().as_bytes(), b.as_os_str().as_bytes());
+    path_order_bytes(a.as_os_str().as_bytes(), b.as_os_str().as_bytes())
+}
+
+/// [`path_order`] of two paths given as bytes.
+pub(crate) fn path_order_bytes(a: &[u8], b: &[u8]) -> Ordering {
     // Only the first differing byte decides. Neighbours in a sort share long prefixes, so the
     // prefix is skipped eight bytes at a time.
     let common = a.len().min(b.len());
