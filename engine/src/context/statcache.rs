@@ -502,8 +502,10 @@ impl StatCache {
         if next.is_empty() && carried.len() == self.len() {
             return;
         }
+        // Carried entries come in path order, as they were looked up.
+        let mut cursor = self.cursor();
         for entry in carried {
-            if let Some(offset) = self.find(path_key(entry)) {
+            if let Some(offset) = cursor.offset(path_key(entry)) {
                 let at = next.data.len();
                 next.data.to_mut().extend_from_slice(record_bytes(&self.data, offset));
                 next.link(at);
@@ -664,11 +666,16 @@ pub(crate) struct Cursor<'c> {
 impl Cursor<'_> {
     /// The digest cached for `entry`, as [`StatCache::lookup`] gives it.
     pub(crate) fn lookup(&mut self, entry: &Entry) -> Option<Digest> {
+        let offset = self.offset(path_key(entry))?;
+        self.cache.check(offset, entry)
+    }
+
+    /// The offset of the record for `path`, if there is one.
+    fn offset(&mut self, path: &[u8]) -> Option<usize> {
         let Some(ordered) = &self.cache.ordered else {
-            return self.cache.lookup(entry);
+            return self.cache.find(path);
         };
         let data = &self.cache.data;
-        let path = path_key(entry);
         let before = |&offset: &usize| path_order_bytes(record_path(data, offset), path).is_lt();
         let mut at = match self.at {
             Some(at) => at,
@@ -679,10 +686,7 @@ impl Cursor<'_> {
         }
         self.at = Some(at);
         let offset = *ordered.get(at)?;
-        if record_path(data, offset) != path {
-            return None;
-        }
-        self.cache.check(offset, entry)
+        (record_path(data, offset) == path).then_some(offset)
     }
 }
 
