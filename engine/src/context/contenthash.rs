@@ -582,7 +582,6 @@ fn hash_tree(
         }
     };
     let at = |k: usize| -> &Entry { &entries[order.as_ref().map_or(k, |o| o[k])] };
-    let n = nodes.len();
 
     let mut stats = HashStats::default();
     let mut known = vec![false; entries.len()];
@@ -641,10 +640,116 @@ fn hash_tree(
         cache.update(&carried, computed);
     }
 
-    // Directory contents, with a stack of the directories still open (parents were checked).
-    // A directory's node digest becomes its contents digest when it closes; its header moves
-    // aside.
-    let mut dir_headers: Vec<(usize, Digest)> = Vec::new();
+    let dir_headers = hash_all_contents(&mut nodes, &text);
+
+    let mut link_targets = Vec::new();
+    for (k, e) in (0..entries.len()).map(|k| (k, at(k))) {
+        if let EntryKind::Symlink { target } = &e.kind {
+            let target = target.as_os_str().as_bytes();
+            link_targets.push((k + 1, Span { start: text.len(), len: target.len() }));
+            text.extend_from_slice(target);
+        }
+    }
+    Ok((Tree { nodes, text, dir_headers, link_targets, index: OnceLock::new() }, stats))
+}
+
+/// Below this many nodes, directory contents are hashed on one thread.
+const PARALLEL_CONTENTS: usize = 8192;
+
+/// Hashes every directory's contents (see the module docs): a directory's node digest, its
+/// header until then, becomes its contents digest; the headers are returned by node.
+///
+/// Subtrees of a suitable size are hashed on all cores first, each on its own (a subtree is
+/// contiguous in path order); one last pass then hashes what lies above them, taking each
+/// subtree's root as a finished child.
+fn hash_all_contents(nodes: &mut [Node], text: &[u8]) -> Vec<(usize, Digest)> {
+    let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let tasks = if workers > 1 && nodes.len() >= PARALLEL_CONTENTS { subtrees(nodes, workers * 8) } else { Vec::new() };
+    let mut headers = Vec::new();
+    if !tasks.is_empty() {
+        // Split the nodes into the tasks' disjoint slices.
+        let mut parts = Vec::with_capacity(tasks.len());
+        let mut rest = &mut nodes[..];
+        let mut offset = 0;
+        for task in &tasks {
+            let (_, tail) = rest.split_at_mut(task.start - offset);
+            let (part, tail) = tail.split_at_mut(task.len());
+            parts.push((task.start, part));
+            rest = tail;
+            offset = task.end;
+        }
+        let next = AtomicUsize::new(0);
+        let parts: Vec<_> = parts.into_iter().map(std::sync::Mutex::new).collect();
+        let found: Vec<Vec<(usize, Digest)>> = thread::scope(|s| {
+            let work = || {
+                let mut found = Vec::new();
+                while let Some(part) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let mut part = part.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let (start, nodes) = &mut *part;
+                    hash_contents(nodes, *start, text, &[], &mut found);
+                }
+                found
+            };
+            let helpers: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+            let mut all = vec![work()];
+            all.extend(helpers.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+            all
+        });
+        headers.extend(found.into_iter().flatten());
+    }
+    hash_contents(nodes, 0, text, &tasks, &mut headers);
+    headers.sort_unstable_by_key(|&(d, _)| d);
+    headers
+}
+
+/// Subtrees (ranges of nodes: a directory and everything under it) of at most
+/// `nodes.len() / pieces` nodes, as large as possible, disjoint and in order.
+fn subtrees(nodes: &[Node], pieces: usize) -> Vec<std::ops::Range<usize>> {
+    let limit = (nodes.len() / pieces).max(1);
+    // Where each directory's subtree ends: at the next node no deeper than it.
+    let mut end = vec![nodes.len(); nodes.len()];
+    let mut open: Vec<usize> = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        while open.last().is_some_and(|&d| nodes[d].depth >= node.depth) {
+            if let Some(d) = open.pop() {
+                end[d] = i;
+            }
+        }
+        if node.kind == NodeKind::Dir {
+            open.push(i);
+        }
+    }
+    let mut tasks = Vec::new();
+    let mut i = 1;
+    while i < nodes.len() {
+        if nodes[i].kind != NodeKind::Dir {
+            i += 1;
+        } else if end[i] - i <= limit {
+            // Tiny subtrees are left to the last pass: a task has its own overhead.
+            if end[i] - i >= 16 {
+                tasks.push(i..end[i]);
+            }
+            i = end[i];
+        } else {
+            // Too large: look at its children.
+            i += 1;
+        }
+    }
+    tasks
+}
+
+/// Hashes the contents of `nodes[0]`, a directory, and of every directory under it, with a
+/// stack of the directories still open. `base` is `nodes[0]`'s index in the whole tree (for the
+/// returned headers); the subtrees in `done` (relative, sorted) were hashed already and count as
+/// finished children.
+fn hash_contents(
+    nodes: &mut [Node],
+    base: usize,
+    text: &[u8],
+    done: &[std::ops::Range<usize>],
+    headers: &mut Vec<(usize, Digest)>,
+) {
+    let path_of = |node: &Node| &text[node.path.start..node.path.start + node.path.len];
     let open_dir = |header: Digest| {
         let mut h = Sha256::new();
         h.update(b"\0");
@@ -656,44 +761,45 @@ fn hash_tree(
         h.update(&path[name_start(path)..]);
         h.update(digest.to_prefixed_bytes());
     };
-    let mut open: Vec<(usize, Sha256)> = vec![(0, open_dir(root_digest))];
-    let close_top = |open: &mut Vec<(usize, Sha256)>, nodes: &mut [Node], dir_headers: &mut Vec<(usize, Digest)>| {
+    let Some(top) = nodes.first() else { return };
+    let top_depth = top.depth as usize;
+    let mut open: Vec<(usize, Sha256)> = vec![(0, open_dir(top.digest))];
+    let mut close_top = |open: &mut Vec<(usize, Sha256)>, nodes: &mut [Node]| {
         if let Some((d, h)) = open.pop() {
             let digest = Digest::from_hasher(h);
-            dir_headers.push((d, nodes[d].digest));
+            headers.push((base + d, nodes[d].digest));
             nodes[d].digest = digest;
             if let Some((_, parent)) = open.last_mut() {
-                let path = nodes[d].path;
-                add_child(parent, &text[path.start..path.start + path.len], digest);
+                add_child(parent, path_of(&nodes[d]), digest);
             }
         }
     };
-    for i in 1..n {
-        // The parent sits at depth - 1 on the stack (the root at 0): close what is deeper.
-        while open.len() > nodes[i].depth as usize {
-            close_top(&mut open, &mut nodes, &mut dir_headers);
+    let mut done = done.iter().peekable();
+    let mut i = 1;
+    while i < nodes.len() {
+        // The parent sits at depth - 1 on the stack (the top directory at 0): close what is
+        // deeper.
+        while open.len() > (nodes[i].depth as usize).saturating_sub(top_depth) {
+            close_top(&mut open, nodes);
         }
         let node = &nodes[i];
+        if let Some(subtree) = done.next_if(|d| d.start == i) {
+            if let Some((_, h)) = open.last_mut() {
+                add_child(h, path_of(node), node.digest);
+            }
+            i = subtree.end;
+            continue;
+        }
         if node.kind == NodeKind::Dir {
             open.push((i, open_dir(node.digest)));
         } else if let Some((_, h)) = open.last_mut() {
-            add_child(h, &text[node.path.start..node.path.start + node.path.len], node.digest);
+            add_child(h, path_of(node), node.digest);
         }
+        i += 1;
     }
     while !open.is_empty() {
-        close_top(&mut open, &mut nodes, &mut dir_headers);
+        close_top(&mut open, nodes);
     }
-    dir_headers.sort_unstable_by_key(|&(d, _)| d);
-
-    let mut link_targets = Vec::new();
-    for (k, e) in (0..entries.len()).map(|k| (k, at(k))) {
-        if let EntryKind::Symlink { target } = &e.kind {
-            let target = target.as_os_str().as_bytes();
-            link_targets.push((k + 1, Span { start: text.len(), len: target.len() }));
-            text.extend_from_slice(target);
-        }
-    }
-    Ok((Tree { nodes, text, dir_headers, link_targets, index: OnceLock::new() }, stats))
 }
 
 /// A tree's path text and its nodes, before their digests are known.
@@ -1017,4 +1123,71 @@ fn read_sized(mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> i
         }
     }
     Err(io::Error::other("extended attributes keep growing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A laid-out tree of `dirs` directories, each with `subdirs` subdirectories of `files`
+    /// files (names chosen so that `-` and `.` siblings test path order), every node's digest set
+    /// from its path.
+    fn synthetic(dirs: usize, subdirs: usize, files: usize) -> (Vec<u8>, Vec<Node>) {
+        let mut paths = Vec::new();
+        for d in 0..dirs {
+            paths.push((format!("d{d}"), EntryKind::Dir));
+            for s in 0..subdirs {
+                paths.push((format!("d{d}/s{s}"), EntryKind::Dir));
+                for f in 0..files {
+                    paths.push((format!("d{d}/s{s}/f{f}"), EntryKind::File));
+                }
+                paths.push((format!("d{d}/s{s}-x"), EntryKind::File));
+            }
+        }
+        let entries: Vec<Entry> = paths
+            .into_iter()
+            .map(|(path, kind)| Entry { path: path.into(), kind, mode: 0o644, size: 0, stat: StatInfo::default() })
+            .collect();
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by(|&a, &b| path_order(&entries[a].path, &entries[b].path));
+        let (text, mut nodes) = lay_out(&entries, Some(&order), Digest::of(b"root")).unwrap().unwrap();
+        for node in &mut nodes[1..] {
+            node.digest = Digest::of(&text[node.path.start..node.path.start + node.path.len]);
+        }
+        (text, nodes)
+    }
+
+    #[test]
+    fn contents_hashed_in_parallel_subtrees_equal_one_pass() {
+        let (text, nodes) = synthetic(12, 20, 40);
+        assert!(nodes.len() >= PARALLEL_CONTENTS);
+        assert!(!subtrees(&nodes, 16).is_empty(), "the tree must be split for this test to mean anything");
+        let mut parallel = nodes.clone();
+        let parallel_headers = hash_all_contents(&mut parallel, &text);
+        let mut serial = nodes;
+        let mut serial_headers = Vec::new();
+        hash_contents(&mut serial, 0, &text, &[], &mut serial_headers);
+        serial_headers.sort_unstable_by_key(|&(d, _)| d);
+        let digests = |nodes: &[Node]| nodes.iter().map(|n| n.digest).collect::<Vec<_>>();
+        assert_eq!(digests(&parallel), digests(&serial));
+        assert_eq!(parallel_headers, serial_headers);
+        assert_eq!(parallel_headers.len(), 1 + 12 + 12 * 20);
+    }
+
+    #[test]
+    fn subtrees_are_disjoint_whole_directories() {
+        let (_, nodes) = synthetic(3, 4, 50);
+        let tasks = subtrees(&nodes, 8);
+        assert!(!tasks.is_empty());
+        for pair in tasks.windows(2) {
+            assert!(pair[0].end <= pair[1].start);
+        }
+        for task in &tasks {
+            let top = &nodes[task.start];
+            assert_eq!(top.kind, NodeKind::Dir);
+            assert!(nodes[task.start + 1..task.end].iter().all(|n| n.depth > top.depth));
+            assert!(nodes.get(task.end).is_none_or(|n| n.depth <= top.depth));
+            assert!(task.len() <= nodes.len() / 8);
+        }
+    }
 }
