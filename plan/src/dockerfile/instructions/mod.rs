@@ -11,6 +11,7 @@ mod flags;
 mod mount;
 mod values;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -637,12 +638,25 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// Everything `parse_instruction` needs from a node.
-struct Request<'a> {
+struct Request<'a, 'r> {
     node: &'a Node,
-    args: &'a [&'a str],
+    /// The arguments, borrowed from the tree or owned (taken from it), so that a field that
+    /// keeps one moves it instead of copying.
+    args: &'r mut [Cow<'a, str>],
     meta: CommandMeta,
     /// The node's heredocs (taken from it when the tree is consumed).
     heredocs: Vec<Heredoc>,
+}
+
+impl Request<'_, '_> {
+    /// Argument `i` as an owned string, leaving an empty one behind.
+    fn take(&mut self, i: usize) -> String {
+        take_arg(&mut self.args[i])
+    }
+}
+
+fn take_arg(arg: &mut Cow<'_, str>) -> String {
+    std::mem::take(arg).into_owned()
 }
 
 type Fail = (InstructionErrorKind, String);
@@ -663,7 +677,7 @@ fn flag_err(message: String) -> Fail {
     (InstructionErrorKind::Flag, message)
 }
 
-fn no_flags(req: &Request<'_>) -> Result<(), Fail> {
+fn no_flags(req: &Request<'_, '_>) -> Result<(), Fail> {
     parse_flags(&req.node.flags, &[]).map(|_| ()).map_err(flag_err)
 }
 
@@ -697,11 +711,14 @@ enum Parsed1 {
 /// ```
 pub fn parse(ast: &Node) -> Parsed {
     let mut out = Parsed::default();
-    // One buffer serves every instruction's borrowed arguments.
+    // One pair of buffers serves every instruction's borrowed arguments.
+    let mut strs = Vec::new();
     let mut args = Vec::new();
     for (i, node) in ast.children.iter().enumerate() {
-        node.arg_strs_into(&mut args);
-        add(&mut out, node, &args, meta_of(node), node.heredocs.clone(), &ast.children[i + 1..]);
+        node.arg_strs_into(&mut strs);
+        args.clear();
+        args.extend(strs.iter().map(|&s| Cow::Borrowed(s)));
+        add(&mut out, node, &mut args, meta_of(node), node.heredocs.clone(), &ast.children[i + 1..]);
     }
     out
 }
@@ -712,29 +729,33 @@ pub fn parse(ast: &Node) -> Parsed {
 /// at once.
 pub(crate) fn parse_owned(ast: Node) -> Parsed {
     let mut out = Parsed::default();
-    let mut spare = Vec::new();
     let mut nodes = ast.children.into_iter();
     while let Some(mut node) = nodes.next() {
         let heredocs = std::mem::take(&mut node.heredocs);
         let meta = take_meta(&mut node);
-        let mut args = reuse(spare);
-        node.arg_strs_into(&mut args);
-        add(&mut out, &node, &args, meta, heredocs, nodes.as_slice());
-        spare = reuse(args);
+        // The argument values move out of the tree. A FROM keeps its arguments (a broken one
+        // is made into a stage from them again) and an ONBUILD trigger is flattened: copied.
+        let flat = node.next.iter().all(|n| n.children.is_empty());
+        let mut args: Vec<Cow<'_, str>> = if flat && !node.value.eq_ignore_ascii_case("from") {
+            std::mem::take(&mut node.next).into_iter().map(|n| Cow::Owned(n.value)).collect()
+        } else {
+            node.args().into_iter().map(Cow::Owned).collect()
+        };
+        add(&mut out, &node, &mut args, meta, heredocs, nodes.as_slice());
     }
     out
 }
 
-/// An empty vector with the allocation of `v`, for borrows of another lifetime (collecting a
-/// vector's own iterator into one of the same layout keeps its buffer).
-fn reuse<'b>(mut v: Vec<&str>) -> Vec<&'b str> {
-    v.clear();
-    v.into_iter().map(|_| "").collect()
-}
-
 /// Converts one instruction node with its arguments `args` into `out`; `rest` are the nodes
 /// after it.
-fn add(out: &mut Parsed, node: &Node, args: &[&str], meta: CommandMeta, heredocs: Vec<Heredoc>, rest: &[Node]) {
+fn add<'a>(
+    out: &mut Parsed,
+    node: &'a Node,
+    args: &mut [Cow<'a, str>],
+    meta: CommandMeta,
+    heredocs: Vec<Heredoc>,
+    rest: &[Node],
+) {
     match parse_instruction(node, args, meta, heredocs) {
         Ok(Parsed1::Stage(mut stage)) => {
             // Reserving the stage's instructions up front spares regrowing a vector of
@@ -818,11 +839,11 @@ fn fallback_stage(node: &Node) -> Stage {
 
 fn parse_instruction<'a>(
     node: &'a Node,
-    args: &'a [&'a str],
+    args: &mut [Cow<'a, str>],
     meta: CommandMeta,
     heredocs: Vec<Heredoc>,
 ) -> Result<Parsed1, Fail> {
-    let req = Request { node, args, meta, heredocs };
+    let mut req = Request { node, args, meta, heredocs };
     let Some(kind) = InstructionKind::from_keyword(&node.value) else {
         let options: Vec<&str> = InstructionKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err((
@@ -832,14 +853,14 @@ fn parse_instruction<'a>(
     };
     let cmd = match kind {
         InstructionKind::From => return parse_from(req).map(Parsed1::Stage),
-        InstructionKind::Env => Command::Env(EnvCommand { env: parse_kvps(&req, "ENV")?, meta: req.meta }),
-        InstructionKind::Label => Command::Label(LabelCommand { labels: parse_kvps(&req, "LABEL")?, meta: req.meta }),
+        InstructionKind::Env => Command::Env(EnvCommand { env: parse_kvps(&mut req, "ENV")?, meta: req.meta }),
+        InstructionKind::Label => Command::Label(LabelCommand { labels: parse_kvps(&mut req, "LABEL")?, meta: req.meta }),
         InstructionKind::Maintainer => {
             if req.args.len() != 1 {
                 return Err(exactly_one("MAINTAINER"));
             }
             no_flags(&req)?;
-            Command::Maintainer(MaintainerCommand { maintainer: req.args[0].to_owned(), meta: req.meta })
+            Command::Maintainer(MaintainerCommand { maintainer: req.take(0), meta: req.meta })
         }
         InstructionKind::Add => Command::Add(parse_add(req)?),
         InstructionKind::Copy => Command::Copy(parse_copy(req)?),
@@ -849,17 +870,17 @@ fn parse_instruction<'a>(
                 return Err(exactly_one("WORKDIR"));
             }
             no_flags(&req)?;
-            Command::Workdir(WorkdirCommand { path: req.args[0].to_owned(), meta: req.meta })
+            Command::Workdir(WorkdirCommand { path: req.take(0), meta: req.meta })
         }
         InstructionKind::Run => Command::Run(parse_run(req)?),
         InstructionKind::Cmd => {
             no_flags(&req)?;
-            let cmd_line = shell_args(&req);
+            let cmd_line = shell_args(&mut req);
             Command::Cmd(CmdCommand { cmd_line, prepend_shell: !req.meta.json, meta: req.meta })
         }
         InstructionKind::Entrypoint => {
             no_flags(&req)?;
-            let cmd_line = shell_args(&req);
+            let cmd_line = shell_args(&mut req);
             Command::Entrypoint(EntrypointCommand { cmd_line, prepend_shell: !req.meta.json, meta: req.meta })
         }
         InstructionKind::Healthcheck => Command::Healthcheck(parse_healthcheck(req)?),
@@ -868,7 +889,7 @@ fn parse_instruction<'a>(
                 return Err(at_least_one("EXPOSE"));
             }
             no_flags(&req)?;
-            let mut ports: Vec<String> = req.args.iter().map(|&p| p.to_owned()).collect();
+            let mut ports: Vec<String> = req.args.iter_mut().map(take_arg).collect();
             ports.sort();
             Command::Expose(ExposeCommand { ports, meta: req.meta })
         }
@@ -877,7 +898,7 @@ fn parse_instruction<'a>(
                 return Err(exactly_one("USER"));
             }
             no_flags(&req)?;
-            Command::User(UserCommand { user: req.args[0].to_owned(), meta: req.meta })
+            Command::User(UserCommand { user: req.take(0), meta: req.meta })
         }
         InstructionKind::Volume => {
             if req.args.is_empty() {
@@ -885,12 +906,13 @@ fn parse_instruction<'a>(
             }
             no_flags(&req)?;
             let mut volumes = Vec::with_capacity(req.args.len());
-            for v in req.args {
-                let v = v.trim_matches(char::is_whitespace);
-                if v.is_empty() {
+            for v in req.args.iter_mut() {
+                let trimmed = v.trim_matches(char::is_whitespace);
+                if trimmed.is_empty() {
                     return Err(arguments("VOLUME specified can not be an empty string".into()));
                 }
-                volumes.push(v.to_owned());
+                let volume = if trimmed.len() == v.len() { take_arg(v) } else { trimmed.to_owned() };
+                volumes.push(volume);
             }
             Command::Volume(VolumeCommand { volumes, meta: req.meta })
         }
@@ -899,12 +921,12 @@ fn parse_instruction<'a>(
             if req.args.len() != 1 {
                 return Err(exactly_one("STOPSIGNAL"));
             }
-            Command::StopSignal(StopSignalCommand { signal: req.args[0].to_owned(), meta: req.meta })
+            Command::StopSignal(StopSignalCommand { signal: req.take(0), meta: req.meta })
         }
         InstructionKind::Arg => Command::Arg(parse_arg(req)?),
         InstructionKind::Shell => {
             no_flags(&req)?;
-            let shell = shell_args(&req);
+            let shell = shell_args(&mut req);
             if shell.is_empty() {
                 return Err(at_least_one("SHELL"));
             }
@@ -918,14 +940,16 @@ fn parse_instruction<'a>(
 }
 
 /// `handleJSONArgs`: exec-form arguments as they are, shell form joined into one string.
-fn shell_args(req: &Request<'_>) -> Vec<String> {
-    if req.args.is_empty() {
-        return Vec::new();
+fn shell_args(req: &mut Request<'_, '_>) -> Vec<String> {
+    match &mut *req.args {
+        [] => Vec::new(),
+        args if req.meta.json => args.iter_mut().map(take_arg).collect(),
+        [one] => vec![take_arg(one)],
+        args => vec![args.join(" ")],
     }
-    if req.meta.json { req.args.iter().map(|&a| a.to_owned()).collect() } else { vec![req.args.join(" ")] }
 }
 
-fn parse_kvps(req: &Request<'_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
+fn parse_kvps(req: &mut Request<'_, '_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
     no_flags(req)?;
     if req.args.is_empty() {
         return Err(at_least_one(cmd));
@@ -934,17 +958,18 @@ fn parse_kvps(req: &Request<'_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
         return Err(arguments(format!("Bad input to {cmd}, too many arguments")));
     }
     let mut out = Vec::with_capacity(req.args.len() / 3);
-    for chunk in req.args.chunks(3) {
+    for chunk in req.args.chunks_mut(3) {
         if chunk[0].is_empty() {
             return Err(arguments(format!("{cmd} names can not be blank")));
         }
-        out.push(KeyValuePair { key: chunk[0].to_owned(), value: chunk[1].to_owned(), no_delim: chunk[2].is_empty() });
+        let (key, value) = (take_arg(&mut chunk[0]), take_arg(&mut chunk[1]));
+        out.push(KeyValuePair { key, value, no_delim: chunk[2].is_empty() });
     }
     Ok(out)
 }
 
-fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
-    let args = &req.args;
+fn parse_from(req: Request<'_, '_>) -> Result<Stage, Fail> {
+    let args = &*req.args;
     let (name, original_name, as_keyword) = match args.len() {
         3 if args[1].eq_ignore_ascii_case("as") => {
             let lower = args[2].to_lowercase();
@@ -955,11 +980,11 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
                     InstructionErrorKind::InvalidValue,
                     format!(
                         "invalid name for build stage: {}, name can't start with a number or contain symbols",
-                        go_quote(args[2])
+                        go_quote(&args[2])
                     ),
                 ));
             }
-            (Some(lower), Some(args[2].to_owned()), Some(args[1].to_owned()))
+            (Some(lower), Some(args[2].to_string()), Some(args[1].to_string()))
         }
         1 => (None, None, None),
         _ => {
@@ -972,7 +997,7 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
         name,
         original_name,
         as_keyword,
-        base_name: args[0].to_owned(),
+        base_name: args[0].to_string(),
         platform: flags.non_empty("platform"),
         meta: req.meta,
         doc_comment,
@@ -981,14 +1006,14 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
 }
 
 /// Sources, heredoc sources and destination of COPY and ADD (`parseSourcesAndDest`).
-fn sources_and_dest(req: &Request<'_>, cmd: &str) -> Result<(Vec<String>, Vec<SourceContent>, String), Fail> {
-    let (dest, srcs) = req.args.split_last().ok_or_else(|| at_least_one(cmd))?;
+fn sources_and_dest(req: &mut Request<'_, '_>, cmd: &str) -> Result<(Vec<String>, Vec<SourceContent>, String), Fail> {
+    let (dest, srcs) = req.args.split_last_mut().ok_or_else(|| at_least_one(cmd))?;
     if matches!(parse_heredoc(dest), Ok(Some(_))) {
         return Err(arguments(format!("{cmd} cannot accept a heredoc as a destination")));
     }
     let mut paths = Vec::with_capacity(srcs.len());
     let mut contents = Vec::new();
-    for &src in srcs {
+    for src in srcs {
         match parse_heredoc(src) {
             Ok(Some(doc)) => {
                 let body = req
@@ -1001,13 +1026,13 @@ fn sources_and_dest(req: &Request<'_>, cmd: &str) -> Result<(Vec<String>, Vec<So
                 let data = if doc.chomp { chomp_heredoc_content(&body) } else { body };
                 contents.push(SourceContent { path: doc.name, data, expand: doc.expand });
             }
-            _ => paths.push(src.to_owned()),
+            _ => paths.push(take_arg(src)),
         }
     }
-    Ok((paths, contents, (*dest).to_owned()))
+    Ok((paths, contents, take_arg(dest)))
 }
 
-fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
+fn parse_add(mut req: Request<'_, '_>) -> Result<AddCommand, Fail> {
     if req.args.len() < 2 {
         return Err(arguments(
             "ADD requires at least two arguments, but only one was provided. Destination could not be determined"
@@ -1027,7 +1052,7 @@ fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
         ],
     )
     .map_err(flag_err)?;
-    let (sources, source_contents, dest) = sources_and_dest(&req, "ADD")?;
+    let (sources, source_contents, dest) = sources_and_dest(&mut req, "ADD")?;
     Ok(AddCommand {
         sources,
         source_contents,
@@ -1044,7 +1069,7 @@ fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
     })
 }
 
-fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
+fn parse_copy(mut req: Request<'_, '_>) -> Result<CopyCommand, Fail> {
     if req.args.len() < 2 {
         return Err(arguments(
             "COPY requires at least two arguments, but only one was provided. Destination could not be determined"
@@ -1063,7 +1088,7 @@ fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
         ],
     )
     .map_err(flag_err)?;
-    let (sources, source_contents, dest) = sources_and_dest(&req, "COPY")?;
+    let (sources, source_contents, dest) = sources_and_dest(&mut req, "COPY")?;
     Ok(CopyCommand {
         sources,
         source_contents,
@@ -1079,7 +1104,7 @@ fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
     })
 }
 
-fn parse_onbuild(req: Request<'_>) -> Result<OnbuildCommand, Fail> {
+fn parse_onbuild(req: Request<'_, '_>) -> Result<OnbuildCommand, Fail> {
     let Some(first) = req.args.first() else {
         return Err(at_least_one("ONBUILD"));
     };
@@ -1115,7 +1140,7 @@ fn needs_no_expansion(value: &str) -> bool {
     !value.bytes().any(|b| matches!(b, b'$' | b'\'' | b'"' | b'\\' | b'`'))
 }
 
-fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
+fn parse_run(mut req: Request<'_, '_>) -> Result<RunCommand, Fail> {
     let flags = parse_flags(
         &req.node.flags,
         &[
@@ -1151,7 +1176,7 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
             return Err(flag_err(format!("security {} is not valid", go_quote(other))));
         }
     };
-    let cmd_line = shell_args(&req);
+    let cmd_line = shell_args(&mut req);
     Ok(RunCommand {
         cmd_line,
         prepend_shell: !req.meta.json,
@@ -1182,7 +1207,7 @@ fn parse_interval(flags: &Flags, name: &str) -> Result<Option<Duration>, Fail> {
     Ok(Some(Duration::from_nanos(nanos.unsigned_abs())))
 }
 
-fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
+fn parse_healthcheck(req: Request<'_, '_>) -> Result<HealthcheckCommand, Fail> {
     let Some(first) = req.args.first() else {
         return Err(at_least_one("HEALTHCHECK"));
     };
@@ -1211,7 +1236,7 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
     let cmd: Vec<String> = if rest.is_empty() {
         Vec::new()
     } else if req.meta.json {
-        rest.iter().map(|&a| a.to_owned()).collect()
+        rest.iter().map(|a| a.to_string()).collect()
     } else {
         vec![rest.join(" ")]
     };
@@ -1245,12 +1270,12 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
     })
 }
 
-fn parse_arg(req: Request<'_>) -> Result<ArgCommand, Fail> {
+fn parse_arg(req: Request<'_, '_>) -> Result<ArgCommand, Fail> {
     if req.args.is_empty() {
         return Err(at_least_one("ARG"));
     }
     let mut args = Vec::with_capacity(req.args.len());
-    for arg in req.args {
+    for arg in req.args.iter_mut() {
         let (key, value) = match arg.split_once('=') {
             Some((k, v)) => {
                 if k.is_empty() {
@@ -1258,7 +1283,7 @@ fn parse_arg(req: Request<'_>) -> Result<ArgCommand, Fail> {
                 }
                 (k.to_owned(), Some(v.to_owned()))
             }
-            None => ((*arg).to_owned(), None),
+            None => (take_arg(arg), None),
         };
         let doc_comment = doc_comment(&req.meta.comments, &key);
         args.push(ArgPair { key, value, doc_comment });
