@@ -849,8 +849,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         state.steps.reserve_exact(commands.len());
         // Each instruction is dropped once its step is made, so the steps reuse its memory.
         for command in commands {
-            if let Some(op) = self.dispatch(&command, &mut state, plan_index) {
-                let span = self.ctx.meta_span(command.meta(), None);
+            let location = command.meta().location;
+            if let Some(op) = self.dispatch(command, &mut state, plan_index) {
+                let span = self.ctx.span(location.start_line, location.end_line, None);
                 state.steps.push(PlanStep { span, no_cache: false, op });
             }
         }
@@ -871,6 +872,14 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
+    /// [`Dispatcher::expand`] taking the word: one with nothing to expand is returned as it is.
+    fn expand_owned(&mut self, word: String, state: &StageState, meta: &CommandMeta) -> String {
+        if self.ctx.lex.is_literal(&word) && !word.starts_with('\u{feff}') {
+            return word;
+        }
+        self.expand(&word, state, meta)
+    }
+
     fn report_undefined(&mut self, unmatched: &BTreeSet<String>, state: &StageState, meta: &CommandMeta) {
         for name in unmatched {
             let declared = state.args.iter().any(|(k, _)| k == name);
@@ -887,12 +896,14 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
-    fn dispatch(&mut self, command: &Instr, state: &mut StageState, plan_index: &BTreeMap<usize, usize>) -> Option<Op> {
-        let meta = command.meta();
+    /// The step for one instruction; the instruction's strings move into it where they need
+    /// no expansion.
+    fn dispatch(&mut self, command: Instr, state: &mut StageState, plan_index: &BTreeMap<usize, usize>) -> Option<Op> {
         match command {
             Instr::Env(c) => {
-                let mut vars = Vec::new();
-                for pair in &c.env {
+                let meta = &c.meta;
+                let mut vars = Vec::with_capacity(c.env.len());
+                for pair in c.env {
                     if pair.no_delim {
                         let span = self.ctx.meta_span(meta, None);
                         self.ctx.lint(
@@ -901,8 +912,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                             span,
                         );
                     }
-                    let key = self.expand(&pair.key, state, meta);
-                    let value = self.expand(&pair.value, state, meta);
+                    let key = self.expand_owned(pair.key, state, meta);
+                    let value = self.expand_owned(pair.value, state, meta);
                     self.check_secret_key("ENV", &key, meta);
                     state.env.set(&key, &value);
                     vars.push((key, value));
@@ -910,6 +921,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 Some(Op::Env { vars })
             }
             Instr::Arg(c) => {
+                let meta = &c.meta;
                 for pair in &c.args {
                     self.check_secret_key("ARG", &pair.key, meta);
                     let value = match self.options.build_args.get(&pair.key) {
@@ -931,6 +943,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             Instr::Copy(c) => self.dispatch_copy(c, state, plan_index),
             Instr::Add(c) => Some(self.dispatch_add(c, state)),
             Instr::Workdir(c) => {
+                let meta = &c.meta;
                 let path = self.expand(&c.path, state, meta);
                 if !state.workdir_set && !path.starts_with('/') {
                     let span = self.ctx.meta_span(meta, Some(&c.path));
@@ -944,26 +957,27 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 state.workdir = join_workdir(&state.workdir, &path);
                 Some(Op::Workdir { path: state.workdir.clone() })
             }
-            Instr::User(c) => Some(Op::User { user: self.expand(&c.user, state, meta) }),
+            Instr::User(c) => Some(Op::User { user: self.expand_owned(c.user, state, &c.meta) }),
             Instr::Cmd(c) => {
-                self.used_once("CMD", meta, |s| &mut s.cmd_at, state);
-                Some(Op::Cmd { command: self.shell_dependent(&c.cmd_line, c.prepend_shell, "CMD", state, meta) })
+                self.used_once("CMD", &c.meta, |s| &mut s.cmd_at, state);
+                Some(Op::Cmd { command: self.shell_dependent(c.cmd_line, c.prepend_shell, "CMD", state, &c.meta) })
             }
             Instr::Entrypoint(c) => {
-                self.used_once("ENTRYPOINT", meta, |s| &mut s.entrypoint_at, state);
+                self.used_once("ENTRYPOINT", &c.meta, |s| &mut s.entrypoint_at, state);
                 Some(Op::Entrypoint {
-                    command: self.shell_dependent(&c.cmd_line, c.prepend_shell, "ENTRYPOINT", state, meta),
+                    command: self.shell_dependent(c.cmd_line, c.prepend_shell, "ENTRYPOINT", state, &c.meta),
                 })
             }
             Instr::Shell(c) => {
                 state.shell = c.shell.as_slice().into();
                 state.shell_set = true;
-                Some(Op::Shell { argv: c.shell.clone() })
+                Some(Op::Shell { argv: c.shell })
             }
-            Instr::Expose(c) => Some(Op::Expose { ports: self.expose_ports(&c.ports, state, meta) }),
+            Instr::Expose(c) => Some(Op::Expose { ports: self.expose_ports(&c.ports, state, &c.meta) }),
             Instr::Label(c) => {
-                let mut labels = Vec::new();
-                for pair in &c.labels {
+                let meta = &c.meta;
+                let mut labels = Vec::with_capacity(c.labels.len());
+                for pair in c.labels {
                     if pair.no_delim {
                         let span = self.ctx.meta_span(meta, None);
                         self.ctx.lint(
@@ -972,19 +986,19 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                             span,
                         );
                     }
-                    labels.push((self.expand(&pair.key, state, meta), self.expand(&pair.value, state, meta)));
+                    labels.push((self.expand_owned(pair.key, state, meta), self.expand_owned(pair.value, state, meta)));
                 }
                 Some(Op::Label { labels })
             }
-            Instr::Volume(c) => {
-                Some(Op::Volume { paths: c.volumes.iter().map(|v| self.expand(v, state, meta)).collect() })
-            }
-            Instr::StopSignal(c) => Some(Op::StopSignal { signal: self.expand(&c.signal, state, meta) }),
+            Instr::Volume(c) => Some(Op::Volume {
+                paths: c.volumes.into_iter().map(|v| self.expand_owned(v, state, &c.meta)).collect(),
+            }),
+            Instr::StopSignal(c) => Some(Op::StopSignal { signal: self.expand_owned(c.signal, state, &c.meta) }),
             Instr::Healthcheck(c) => {
-                self.used_once("HEALTHCHECK", meta, |s| &mut s.healthcheck_at, state);
+                self.used_once("HEALTHCHECK", &c.meta, |s| &mut s.healthcheck_at, state);
                 let ns =
                     |d: Option<std::time::Duration>| d.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-                let check = match &c.health {
+                let check = match c.health {
                     InstrHealthcheck::None => Healthcheck {
                         test: vec!["NONE".into()],
                         interval_ns: 0,
@@ -995,19 +1009,19 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     },
                     InstrHealthcheck::Cmd { test, interval, timeout, start_period, start_interval, retries } => {
                         Healthcheck {
-                            test: test.clone(),
-                            interval_ns: ns(*interval),
-                            timeout_ns: ns(*timeout),
-                            start_period_ns: ns(*start_period),
-                            start_interval_ns: ns(*start_interval),
+                            test,
+                            interval_ns: ns(interval),
+                            timeout_ns: ns(timeout),
+                            start_period_ns: ns(start_period),
+                            start_interval_ns: ns(start_interval),
                             retries: retries.unwrap_or(0),
                         }
                     }
                 };
                 Some(Op::Healthcheck { check })
             }
-            Instr::Onbuild(c) => Some(Op::OnBuild { expression: c.expression.clone() }),
-            Instr::Maintainer(c) => Some(Op::Label { labels: vec![("maintainer".into(), c.maintainer.clone())] }),
+            Instr::Onbuild(c) => Some(Op::OnBuild { expression: c.expression }),
+            Instr::Maintainer(c) => Some(Op::Label { labels: vec![("maintainer".into(), c.maintainer)] }),
         }
     }
 
@@ -1041,7 +1055,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
 
     fn shell_dependent(
         &mut self,
-        cmd_line: &[String],
+        cmd_line: Vec<String>,
         prepend_shell: bool,
         name: &str,
         state: &StageState,
@@ -1058,9 +1072,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     span,
                 );
             }
-            Command::Shell(cmd_line.join(" "))
+            Command::Shell(join_words(cmd_line))
         } else {
-            Command::Exec(cmd_line.to_vec())
+            Command::Exec(cmd_line)
         }
     }
 
@@ -1113,9 +1127,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         out
     }
 
-    fn dispatch_run(&mut self, c: &RunCommand, state: &mut StageState) -> Op {
+    fn dispatch_run(&mut self, c: RunCommand, state: &mut StageState) -> Op {
         let meta = &c.meta;
-        let mut mounts = Vec::new();
+        let mut mounts = Vec::with_capacity(c.mounts.len());
         for mount in &c.mounts {
             if let Some(m) = &mount.parsed {
                 mounts.push(plan_mount(m, mounts.len()));
@@ -1143,15 +1157,14 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             self.ctx.error("EmptyRun", "RUN has no command", span).hint =
                 Some("give a shell command or a JSON array".into());
         }
-        let command =
-            if c.prepend_shell { Command::Shell(c.cmd_line.join(" ")) } else { Command::Exec(c.cmd_line.clone()) };
+        let command = if c.prepend_shell { Command::Shell(join_words(c.cmd_line)) } else { Command::Exec(c.cmd_line) };
         Op::Run {
             command,
             shell: Arc::clone(&state.shell),
             heredocs: c
                 .heredocs
-                .iter()
-                .map(|h| Heredoc { name: h.name.clone(), content: h.content.clone(), expand: h.expand })
+                .into_iter()
+                .map(|h| Heredoc { name: h.name, content: h.content, expand: h.expand })
                 .collect(),
             mounts,
             network: match c.network {
@@ -1210,15 +1223,15 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
 
     fn dispatch_copy(
         &mut self,
-        c: &CopyCommand,
+        c: CopyCommand,
         state: &mut StageState,
         plan_index: &BTreeMap<usize, usize>,
     ) -> Option<Op> {
         let meta = &c.meta;
-        let sources: Vec<String> = c.sources.iter().map(|s| self.expand(s, state, meta)).collect();
-        let dest = self.expand(&c.dest, state, meta);
-        let chown = c.chown.as_ref().map(|v| self.expand(v, state, meta));
-        let chmod = c.chmod.as_ref().map(|v| self.expand(v, state, meta));
+        let sources: Vec<String> = c.sources.into_iter().map(|s| self.expand_owned(s, state, meta)).collect();
+        let dest = self.expand_owned(c.dest, state, meta);
+        let chown = c.chown.map(|v| self.expand_owned(v, state, meta));
+        let chmod = c.chmod.map(|v| self.expand_owned(v, state, meta));
         let from = match &c.from {
             None => {
                 self.check_context_sources(&sources, meta, false);
@@ -1238,30 +1251,30 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             chown,
             chmod,
             link: c.link,
-            exclude: c.excludes.clone(),
+            exclude: c.excludes,
             parents: c.parents,
             checksum: None,
             keep_git_dir: false,
         })
     }
 
-    fn dispatch_add(&mut self, c: &AddCommand, state: &mut StageState) -> Op {
+    fn dispatch_add(&mut self, c: AddCommand, state: &mut StageState) -> Op {
         let meta = &c.meta;
-        let sources: Vec<String> = c.sources.iter().map(|s| self.expand(s, state, meta)).collect();
+        let sources: Vec<String> = c.sources.into_iter().map(|s| self.expand_owned(s, state, meta)).collect();
         self.check_context_sources(&sources, meta, true);
-        let dest = self.expand(&c.dest, state, meta);
+        let dest = self.expand_owned(c.dest, state, meta);
         Op::Copy {
             add: true,
             from: CopyFrom::Context,
             sources,
             dest: join_dest(&state.workdir, &dest),
             heredocs: self.heredoc_sources(&c.source_contents, state, meta),
-            chown: c.chown.as_ref().map(|v| self.expand(v, state, meta)),
-            chmod: c.chmod.as_ref().map(|v| self.expand(v, state, meta)),
+            chown: c.chown.map(|v| self.expand_owned(v, state, meta)),
+            chmod: c.chmod.map(|v| self.expand_owned(v, state, meta)),
             link: c.link,
-            exclude: c.excludes.clone(),
+            exclude: c.excludes,
             parents: false,
-            checksum: c.checksum.as_ref().map(|v| self.expand(v, state, meta)),
+            checksum: c.checksum.map(|v| self.expand_owned(v, state, meta)),
             keep_git_dir: c.keep_git_dir.unwrap_or(false),
         }
     }
@@ -1338,6 +1351,11 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
             gid: m.gid.unwrap_or(0),
         },
     }
+}
+
+/// The words of a shell-form command joined by spaces, the usual single word moved as it is.
+fn join_words(mut words: Vec<String>) -> String {
+    if words.len() == 1 { words.pop().unwrap_or_default() } else { words.join(" ") }
 }
 
 /// `path.Join(current, requested)` cleaned, as BuildKit's `NormalizeWorkdir`.

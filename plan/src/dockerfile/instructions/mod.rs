@@ -854,7 +854,9 @@ fn parse_instruction<'a>(
     let cmd = match kind {
         InstructionKind::From => return parse_from(req).map(Parsed1::Stage),
         InstructionKind::Env => Command::Env(EnvCommand { env: parse_kvps(&mut req, "ENV")?, meta: req.meta }),
-        InstructionKind::Label => Command::Label(LabelCommand { labels: parse_kvps(&mut req, "LABEL")?, meta: req.meta }),
+        InstructionKind::Label => {
+            Command::Label(LabelCommand { labels: parse_kvps(&mut req, "LABEL")?, meta: req.meta })
+        }
         InstructionKind::Maintainer => {
             if req.args.len() != 1 {
                 return Err(exactly_one("MAINTAINER"));
