@@ -69,7 +69,9 @@ impl EnvGetter for EnvList {
 struct Ctx<'a> {
     /// Shared by every span, so that a span costs no allocation.
     file: Arc<str>,
-    lines: Vec<&'a str>,
+    text: &'a str,
+    /// The text's lines, split when a span first needs a column.
+    lines: std::cell::OnceCell<Vec<&'a str>>,
     lex: Lex,
     linter: Linter,
     diagnostics: Vec<Diagnostic>,
@@ -77,10 +79,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn span(&self, line: usize, end_line: usize, needle: Option<&str>) -> Span {
-        let column = needle
-            .filter(|n| !n.is_empty())
-            .and_then(|n| line.checked_sub(1).and_then(|i| <[&str]>::get(&self.lines, i)).and_then(|text| text.find(n)))
-            .map_or(1, |byte| self.lines[line - 1][..byte].chars().count() + 1);
+        let column = needle.filter(|n| !n.is_empty()).map_or(1, |n| {
+            let lines = self.lines.get_or_init(|| self.text.lines().collect());
+            let text = line.checked_sub(1).and_then(|i| <[&str]>::get(lines, i));
+            text.and_then(|text| Some(text[..text.find(n)?].chars().count() + 1)).unwrap_or(1)
+        });
         Span::Dockerfile { file: Arc::clone(&self.file), line, column, end_line: end_line.max(line) }
     }
 
@@ -180,7 +183,8 @@ pub(super) fn normalize(
 ) -> Vec<Stage> {
     let mut ctx = Ctx {
         file: file.into(),
-        lines: text.lines().collect(),
+        text,
+        lines: std::cell::OnceCell::new(),
         lex: Lex::new('\\'),
         linter: Linter::default(),
         diagnostics: Vec::new(),
@@ -286,7 +290,11 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
 /// form, which is almost never what was meant.
 fn malformed_json(node: &parser::Node, ctx: &Ctx<'_>) -> Option<Diagnostic> {
     const JSON_FORMS: &[&str] = &["cmd", "entrypoint", "run", "shell", "volume", "copy", "add"];
-    if node.json || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value)) {
+    // Most instructions hold no `[` at all: that settles them without splitting words.
+    if node.json
+        || !node.original.contains('[')
+        || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value))
+    {
         return None;
     }
     let rest = node.original.trim_start();

@@ -498,6 +498,28 @@ impl Command {
         }
     }
 
+    fn meta_mut(&mut self) -> &mut CommandMeta {
+        match self {
+            Self::Add(c) => &mut c.meta,
+            Self::Arg(c) => &mut c.meta,
+            Self::Cmd(c) => &mut c.meta,
+            Self::Copy(c) => &mut c.meta,
+            Self::Entrypoint(c) => &mut c.meta,
+            Self::Env(c) => &mut c.meta,
+            Self::Expose(c) => &mut c.meta,
+            Self::Healthcheck(c) => &mut c.meta,
+            Self::Label(c) => &mut c.meta,
+            Self::Maintainer(c) => &mut c.meta,
+            Self::Onbuild(c) => &mut c.meta,
+            Self::Run(c) => &mut c.meta,
+            Self::Shell(c) => &mut c.meta,
+            Self::StopSignal(c) => &mut c.meta,
+            Self::User(c) => &mut c.meta,
+            Self::Volume(c) => &mut c.meta,
+            Self::Workdir(c) => &mut c.meta,
+        }
+    }
+
     /// Which instruction this is.
     pub fn kind(&self) -> InstructionKind {
         match self {
@@ -770,12 +792,13 @@ fn add<'a>(
             Some(stage) => stage.commands.push(cmd),
             None => out.errors.push(error_at(
                 node,
+                cmd.meta().keyword.clone(),
                 InstructionErrorKind::NoBuildStage,
                 "no build stage in current context".into(),
             )),
         },
-        Err((kind, message)) => {
-            out.errors.push(error_at(node, kind, message));
+        Err(((kind, message), keyword)) => {
+            out.errors.push(error_at(node, keyword, kind, message));
             // A broken FROM still opens a stage, so that the instructions after it are
             // checked against a stage instead of each reporting a missing one.
             if node.value.eq_ignore_ascii_case("from") {
@@ -785,11 +808,11 @@ fn add<'a>(
     }
 }
 
-fn error_at(node: &Node, kind: InstructionErrorKind, message: String) -> InstructionError {
-    InstructionError { line: node.start_line, end_line: node.end_line, instruction: node.value.clone(), message, kind }
+fn error_at(node: &Node, instruction: String, kind: InstructionErrorKind, message: String) -> InstructionError {
+    InstructionError { line: node.start_line, end_line: node.end_line, instruction, message, kind }
 }
 
-/// The common fields, moving the instruction text and comments out of `node`. ONBUILD (whose
+/// The common fields, moving the keyword, instruction text and comments out of `node`. ONBUILD (whose
 /// trigger is read from its text) and FROM (whose meta a broken stage is made from again) are
 /// copied instead.
 fn take_meta(node: &mut Node) -> CommandMeta {
@@ -805,7 +828,7 @@ fn take_meta(node: &mut Node) -> CommandMeta {
         source.drain(..start);
     }
     CommandMeta {
-        keyword: node.value.clone(),
+        keyword: std::mem::take(&mut node.value),
         location: Location { start_line: node.start_line, end_line: node.end_line },
         source,
         comments: std::mem::take(&mut node.prev_comment),
@@ -837,18 +860,41 @@ fn fallback_stage(node: &Node) -> Stage {
     }
 }
 
+/// The typed instruction, or why not with the keyword as written. The keyword is read from
+/// `meta` (the node's may have been taken into it).
 fn parse_instruction<'a>(
     node: &'a Node,
+    args: &mut [Cow<'a, str>],
+    mut meta: CommandMeta,
+    heredocs: Vec<Heredoc>,
+) -> Result<Parsed1, (Fail, String)> {
+    let keyword = std::mem::take(&mut meta.keyword);
+    match parse_typed(node, &keyword, args, meta, heredocs) {
+        Ok(Parsed1::Stage(mut stage)) => {
+            stage.meta.keyword = keyword;
+            Ok(Parsed1::Stage(stage))
+        }
+        Ok(Parsed1::Command(mut cmd)) => {
+            cmd.meta_mut().keyword = keyword;
+            Ok(Parsed1::Command(cmd))
+        }
+        Err(fail) => Err((fail, keyword)),
+    }
+}
+
+fn parse_typed<'a>(
+    node: &'a Node,
+    keyword: &str,
     args: &mut [Cow<'a, str>],
     meta: CommandMeta,
     heredocs: Vec<Heredoc>,
 ) -> Result<Parsed1, Fail> {
     let mut req = Request { node, args, meta, heredocs };
-    let Some(kind) = InstructionKind::from_keyword(&node.value) else {
+    let Some(kind) = InstructionKind::from_keyword(keyword) else {
         let options: Vec<&str> = InstructionKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err((
             InstructionErrorKind::UnknownInstruction,
-            suggest(format!("unknown instruction: {}", node.value), &node.value, &options, false),
+            suggest(format!("unknown instruction: {keyword}"), keyword, &options, false),
         ));
     };
     let cmd = match kind {
