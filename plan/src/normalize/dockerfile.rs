@@ -238,7 +238,15 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
     }
     // Read before the typed instructions take the instruction text from the tree; reported
     // after their errors, as before.
-    let malformed: Vec<Diagnostic> = parsed.ast.children.iter().filter_map(|node| malformed_json(node, ctx)).collect();
+    let mut malformed = Vec::new();
+    let mut facts = TreeFacts { one_casing: true, maintainer: false };
+    // A keyword of neither casing (`Run`) is inconsistent whatever the others are.
+    let first_casing = parsed.ast.children.first().map(|n| casing(&n.value)).filter(|&c| c != (false, false));
+    for node in &parsed.ast.children {
+        malformed.extend(malformed_json(node, ctx));
+        facts.one_casing &= Some(casing(&node.value)) == first_casing;
+        facts.maintainer |= node.value.eq_ignore_ascii_case("maintainer");
+    }
     let mut typed = instructions::parse_owned(parsed.ast);
     // Held apart from the stages so that each stage's instructions can be dropped once dispatched.
     let commands: Vec<Vec<Instr>> = typed.stages.iter_mut().map(|s| std::mem::take(&mut s.commands)).collect();
@@ -283,7 +291,23 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
         }
         return Vec::new();
     }
-    Dispatcher::new(ctx, &typed, template, options).run(commands)
+    Dispatcher::new(ctx, &typed, template, options).run(commands, facts)
+}
+
+/// What the stage lints need to know about the whole tree, gathered while it is read anyway, so
+/// that they need not walk every instruction again when there is nothing to report.
+#[derive(Clone, Copy)]
+struct TreeFacts {
+    /// Every keyword has the same casing class (see [`casing`]), lowercase or uppercase, so
+    /// none is inconsistent.
+    one_casing: bool,
+    /// Some instruction is a MAINTAINER.
+    maintainer: bool,
+}
+
+/// A keyword's casing class: lowercase, uppercase, or neither.
+fn casing(keyword: &str) -> (bool, bool) {
+    (is_lowercase(keyword), is_uppercase(keyword))
 }
 
 /// Instructions whose arguments start with `[` but did not parse as a JSON array run in shell
@@ -404,9 +428,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     }
 
     /// Dispatches the stages; `commands` are each stage's instructions (taken out of the stages).
-    fn run(mut self, commands: Vec<Vec<Instr>>) -> Vec<Stage> {
+    fn run(mut self, commands: Vec<Vec<Instr>>, facts: TreeFacts) -> Vec<Stage> {
         let stages = &self.typed.stages;
-        self.stage_lints(&commands);
+        self.stage_lints(&commands, facts);
 
         let target_index = match &self.template.target {
             Some(target) => match stages.iter().position(|s| s.name.as_deref() == Some(target.to_lowercase().as_str()))
@@ -502,9 +526,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             .collect()
     }
 
-    fn stage_lints(&mut self, commands: &[Vec<Instr>]) {
+    fn casing_lints(&mut self, commands: &[Vec<Instr>]) {
         let stages = &self.typed.stages;
-        let mut seen = BTreeSet::new();
         let (mut lower, mut upper) = (0usize, 0usize);
         let keywords: Vec<&CommandMeta> = stages
             .iter()
@@ -528,6 +551,14 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     span,
                 );
             }
+        }
+    }
+
+    fn stage_lints(&mut self, commands: &[Vec<Instr>], facts: TreeFacts) {
+        let stages = &self.typed.stages;
+        let mut seen = BTreeSet::new();
+        if !facts.one_casing {
+            self.casing_lints(commands);
         }
         for (stage, commands) in stages.iter().zip(commands) {
             if let (Some(original), Some(as_keyword)) = (&stage.original_name, &stage.as_keyword) {
@@ -575,14 +606,17 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                         Some("`--from` and FROM would silently pick the last stage of that name; rename one".into());
                 }
             }
-            for command in commands {
-                if let Instr::Maintainer(m) = command {
-                    let span = self.ctx.meta_span(&m.meta, None);
-                    self.ctx.lint(
-                        lint::MAINTAINER_DEPRECATED,
-                        "Maintainer instruction is deprecated in favor of using label",
-                        span,
-                    );
+            // MAINTAINER is rare: the instructions are only walked when the tree has one.
+            if facts.maintainer {
+                for command in commands {
+                    if let Instr::Maintainer(m) = command {
+                        let span = self.ctx.meta_span(&m.meta, None);
+                        self.ctx.lint(
+                            lint::MAINTAINER_DEPRECATED,
+                            "Maintainer instruction is deprecated in favor of using label",
+                            span,
+                        );
+                    }
                 }
             }
         }
