@@ -37,22 +37,31 @@ const SECRET_ALLOW_TOKENS: &[&str] = &["public", "file", "version"];
 /// An ordered variable list where setting a name replaces it in place (BuildKit's `EnvList`).
 /// Names and values are shared, so that a stage inherits its parent's list without copying text.
 #[derive(Debug, Clone, Default)]
-struct EnvList(Vec<(Rc<str>, Rc<str>)>);
+/// Each entry carries a fingerprint of its name, so that a lookup in a long list (a chain of
+/// stages inherits every variable) compares names only where the fingerprints agree.
+struct EnvList(Vec<(u64, Rc<str>, Rc<str>)>);
+
+/// FNV-1a of a variable name: cheap for short names, and only a filter before comparing them.
+fn fingerprint(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
 
 impl EnvList {
     fn set(&mut self, key: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| &**k == key) {
-            Some(entry) => entry.1 = value.into(),
-            None => self.0.push((key.into(), value.into())),
+        let print = fingerprint(key);
+        match self.0.iter_mut().find(|(p, k, _)| *p == print && &**k == key) {
+            Some(entry) => entry.2 = value.into(),
+            None => self.0.push((print, key.into(), value.into())),
         }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+        let print = fingerprint(key);
+        self.0.iter().find(|(p, k, _)| *p == print && &**k == key).map(|(_, _, v)| &**v)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| &**k).collect()
+        self.0.iter().map(|(_, k, _)| &**k).collect()
     }
 }
 
@@ -470,7 +479,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             }
         }
         self.global_args = self.meta_args(defaults.clone(), true, true);
-        for (key, _) in &defaults.0 {
+        for (_, key, _) in &defaults.0 {
             self.declared_global.insert(key.to_string());
         }
 

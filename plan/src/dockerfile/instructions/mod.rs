@@ -778,26 +778,35 @@ fn add<'a>(
     heredocs: Vec<Heredoc>,
     rest: &[Node],
 ) {
-    match parse_instruction(node, args, meta, heredocs) {
+    // The keyword is kept apart while the instruction is typed (the node's may have been taken
+    // into `meta`), and put back as the result is stored, so that the large value moves once.
+    let mut meta = meta;
+    let keyword = std::mem::take(&mut meta.keyword);
+    match parse_typed(node, &keyword, args, meta, heredocs) {
         Ok(Parsed1::Stage(mut stage)) => {
+            stage.meta.keyword = keyword;
             // Reserving the stage's instructions up front spares regrowing a vector of
             // large commands.
             stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
             out.stages.push(stage);
         }
-        Ok(Parsed1::Command(Command::Arg(arg))) if out.stages.is_empty() => {
+        Ok(Parsed1::Command(Command::Arg(mut arg))) if out.stages.is_empty() => {
+            arg.meta.keyword = keyword;
             out.meta_args.push(arg);
         }
-        Ok(Parsed1::Command(cmd)) => match out.stages.last_mut() {
-            Some(stage) => stage.commands.push(cmd),
+        Ok(Parsed1::Command(mut cmd)) => match out.stages.last_mut() {
+            Some(stage) => {
+                cmd.meta_mut().keyword = keyword;
+                stage.commands.push(cmd);
+            }
             None => out.errors.push(error_at(
                 node,
-                cmd.meta().keyword.clone(),
+                keyword,
                 InstructionErrorKind::NoBuildStage,
                 "no build stage in current context".into(),
             )),
         },
-        Err(((kind, message), keyword)) => {
+        Err((kind, message)) => {
             out.errors.push(error_at(node, keyword, kind, message));
             // A broken FROM still opens a stage, so that the instructions after it are
             // checked against a stage instead of each reporting a missing one.
@@ -860,28 +869,7 @@ fn fallback_stage(node: &Node) -> Stage {
     }
 }
 
-/// The typed instruction, or why not with the keyword as written. The keyword is read from
-/// `meta` (the node's may have been taken into it).
-fn parse_instruction<'a>(
-    node: &'a Node,
-    args: &mut [Cow<'a, str>],
-    mut meta: CommandMeta,
-    heredocs: Vec<Heredoc>,
-) -> Result<Parsed1, (Fail, String)> {
-    let keyword = std::mem::take(&mut meta.keyword);
-    match parse_typed(node, &keyword, args, meta, heredocs) {
-        Ok(Parsed1::Stage(mut stage)) => {
-            stage.meta.keyword = keyword;
-            Ok(Parsed1::Stage(stage))
-        }
-        Ok(Parsed1::Command(mut cmd)) => {
-            cmd.meta_mut().keyword = keyword;
-            Ok(Parsed1::Command(cmd))
-        }
-        Err(fail) => Err((fail, keyword)),
-    }
-}
-
+/// The typed instruction for `keyword` (`meta.keyword` is left empty meanwhile), or why not.
 fn parse_typed<'a>(
     node: &'a Node,
     keyword: &str,
