@@ -1181,8 +1181,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     fn dispatch_run(&mut self, c: RunCommand, state: &mut StageState) -> Op {
         let meta = &c.meta;
         let mut mounts = Vec::with_capacity(c.mounts.len());
-        for mount in &c.mounts {
-            if let Some(m) = &mount.parsed {
+        for mount in c.mounts {
+            if let Some(m) = mount.parsed {
                 mounts.push(plan_mount(m, mounts.len()));
                 continue;
             }
@@ -1196,7 +1196,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             });
             self.report_undefined(&unmatched, state, meta);
             match parsed {
-                Ok(m) => mounts.push(plan_mount(&m, mounts.len())),
+                Ok(m) => mounts.push(plan_mount(m, mounts.len())),
                 Err(message) => {
                     let span = self.ctx.meta_span(meta, Some("--mount"));
                     self.ctx.error("InvalidMount", message, span);
@@ -1350,15 +1350,17 @@ impl StageState {
     }
 }
 
-fn plan_mount(m: &InstrMount, position: usize) -> Mount {
-    let target = m.target.clone().unwrap_or_default();
+fn plan_mount(m: InstrMount, position: usize) -> Mount {
     match m.kind {
-        MountType::Bind => {
-            Mount::Bind { target, source: m.source.clone(), from: m.from.clone(), readwrite: !m.read_only }
-        }
+        MountType::Bind => Mount::Bind {
+            target: m.target.unwrap_or_default(),
+            source: m.source,
+            from: m.from,
+            readwrite: !m.read_only,
+        },
         MountType::Cache => Mount::Cache {
-            target,
-            id: m.id.clone(),
+            target: m.target.unwrap_or_default(),
+            id: m.id,
             sharing: match m.sharing.unwrap_or(ShareMode::Shared) {
                 ShareMode::Shared => "shared",
                 ShareMode::Private => "private",
@@ -1366,20 +1368,23 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
             }
             .into(),
             readonly: m.read_only,
-            from: m.from.clone(),
-            source: m.source.clone(),
+            from: m.from,
+            source: m.source,
             mode: m.mode,
             uid: m.uid,
             gid: m.gid,
         },
-        MountType::Tmpfs => Mount::Tmpfs { target, size: m.size_limit.and_then(|s| u64::try_from(s).ok()) },
+        MountType::Tmpfs => Mount::Tmpfs {
+            target: m.target.unwrap_or_default(),
+            size: m.size_limit.and_then(|s| u64::try_from(s).ok()),
+        },
         MountType::Secret => {
-            let id = m.id.clone().unwrap_or_else(|| {
+            let id = m.id.unwrap_or_else(|| {
                 m.target.as_deref().and_then(|t| t.rsplit('/').next()).unwrap_or_default().to_string()
             });
-            let env = m.env.clone().filter(|e| !e.is_empty());
-            let target = match (&m.target, &env) {
-                (Some(t), _) => Some(t.clone()),
+            let env = m.env.filter(|e| !e.is_empty());
+            let target = match (m.target, &env) {
+                (Some(t), _) => Some(t),
                 (None, Some(_)) => None,
                 (None, None) => Some(format!("/run/secrets/{id}")),
             };
@@ -1394,8 +1399,8 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
             }
         }
         MountType::Ssh => Mount::Ssh {
-            id: m.id.clone().unwrap_or_else(|| "default".into()),
-            target: Some(m.target.clone().unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{position}"))),
+            id: m.id.unwrap_or_else(|| "default".into()),
+            target: Some(m.target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{position}"))),
             required: m.required,
             mode: m.mode.unwrap_or(0o600),
             uid: m.uid.unwrap_or(0),

@@ -313,13 +313,12 @@ fn key_value_nodes(out: &mut Vec<Node>, key: &str, value: &str, sep: &str) {
 
 /// `parseNameVal` for ENV and LABEL: `name=value ...`, or the legacy `name value` form.
 fn parse_name_val(rest: &str, instruction: &'static str, escape: char) -> Result<Vec<Node>, ParseErrorKind> {
-    let words = parse_words(rest, escape);
-    let mut counted = words.clone();
-    let Some(first) = counted.next() else {
+    let mut words = parse_words(rest, escape);
+    let Some(first) = words.next() else {
         return Ok(Vec::new());
     };
-    let mut out = Vec::with_capacity((1 + counted.count()) * 3);
     if !first.contains('=') {
+        let mut out = Vec::with_capacity(3);
         let mut parts = Vec::with_capacity(2);
         split_ws(rest, 2, |part| parts.push(part));
         if parts.len() < 2 {
@@ -328,7 +327,10 @@ fn parse_name_val(rest: &str, instruction: &'static str, escape: char) -> Result
         key_value_nodes(&mut out, parts[0], parts[1], "");
         return Ok(out);
     }
-    for word in words {
+    // Every word holds an `=`, so their count bounds the pairs without splitting the words twice
+    // (capped: values may hold many more).
+    let mut out = Vec::with_capacity(rest.bytes().filter(|&b| b == b'=').count().min(16) * 3);
+    for word in std::iter::once(first).chain(words) {
         let Some((key, value)) = word.split_once('=') else {
             return Err(ParseErrorKind::MissingEquals { word: go_quote(word) });
         };
