@@ -571,12 +571,13 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
         for (stage, commands) in stages.iter().zip(commands) {
             if let (Some(original), Some(as_keyword)) = (&stage.original_name, &stage.as_keyword) {
-                let span = self.ctx.meta_span(&stage.meta, Some(original));
+                // Spans are made only for a finding: a column needs the line's text.
                 if original != &original.to_lowercase() {
+                    let span = self.ctx.meta_span(&stage.meta, Some(original));
                     self.ctx.lint(
                         lint::STAGE_NAME_CASING,
                         format!("Stage name '{original}' should be lowercase"),
-                        span.clone(),
+                        span,
                     );
                 }
                 let from = &stage.meta.keyword;
@@ -588,6 +589,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     false
                 };
                 if mismatch {
+                    let span = self.ctx.meta_span(&stage.meta, Some(original));
                     self.ctx.lint(
                         lint::FROM_AS_CASING,
                         format!("'{as_keyword}' and '{from}' keywords' casing do not match"),
@@ -596,15 +598,17 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 }
             }
             if let Some(name) = &stage.name {
-                let span = self.ctx.meta_span(&stage.meta, stage.original_name.as_deref());
+                let needle = stage.original_name.as_deref();
                 if RESERVED_STAGE_NAMES.contains(&name.as_str()) {
+                    let span = self.ctx.meta_span(&stage.meta, needle);
                     self.ctx.lint(
                         lint::RESERVED_STAGE_NAME,
                         format!("Stage name should not use the same name as reserved stage \"{name}\""),
-                        span.clone(),
+                        span,
                     );
                 }
                 if !seen.insert(name.clone()) {
+                    let span = self.ctx.meta_span(&stage.meta, needle);
                     self.ctx
                         .error(
                             "DuplicateStageName",
@@ -696,11 +700,12 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     fn check_platform(&mut self, platform: &str, stage_name: Option<&str>, meta: &CommandMeta) {
         let expansion = self.ctx.lex.process_word_with_matches(platform, &self.global_args);
         self.report_undefined_from_args(&expansion.unmatched, meta);
-        let span = self.ctx.meta_span(meta, Some("--platform"));
+        // The span (whose column needs the line's text) is made only for a finding.
+        let span = |ctx: &Ctx<'_>| ctx.meta_span(meta, Some("--platform"));
         let result = match expansion.value {
             Ok(r) => r,
             Err(e) => {
-                self.ctx.error("ExpansionError", e.to_string(), span);
+                self.ctx.error("ExpansionError", e.to_string(), span(self.ctx));
                 return;
             }
         };
@@ -714,11 +719,15 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 format!(
                     "Setting platform to predefined {platform} in FROM is redundant as this is the default behavior"
                 ),
-                span.clone(),
+                span(self.ctx),
             );
         }
         if result.is_empty() {
-            self.ctx.error("InvalidPlatform", format!("empty platform value from expression {platform}"), span);
+            self.ctx.error(
+                "InvalidPlatform",
+                format!("empty platform value from expression {platform}"),
+                span(self.ctx),
+            );
             return;
         }
         match parse_platform(&result) {
@@ -729,12 +738,16 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     self.ctx.lint(
                         lint::FROM_PLATFORM_FLAG_CONST_DISALLOWED,
                         format!("FROM --platform flag should not use constant value \"{result}\""),
-                        span,
+                        span(self.ctx),
                     );
                 }
             }
             Err(message) => {
-                self.ctx.error("InvalidPlatform", format!("failed to parse platform {platform}: {message}"), span);
+                self.ctx.error(
+                    "InvalidPlatform",
+                    format!("failed to parse platform {platform}: {message}"),
+                    span(self.ctx),
+                );
             }
         }
     }
