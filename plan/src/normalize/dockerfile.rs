@@ -221,7 +221,7 @@ fn parse_error_code(kind: &ParseErrorKind) -> &'static str {
 }
 
 fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx: &mut Ctx<'_>) -> Vec<Stage> {
-    let parsed = match parser::parse(text.as_bytes()) {
+    let parsed = match parser::parse_flat(text.as_bytes()) {
         Ok(parsed) => parsed,
         Err(e) => {
             let span = ctx.span(e.line.max(1), e.end_line.max(e.line).max(1), None);
@@ -250,13 +250,13 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
     let mut malformed = Vec::new();
     let mut facts = TreeFacts { one_casing: true, maintainer: false };
     // A keyword of neither casing (`Run`) is inconsistent whatever the others are.
-    let first_casing = parsed.ast.children.first().map(|n| casing(&n.value)).filter(|&c| c != (false, false));
-    for node in &parsed.ast.children {
+    let first_casing = parsed.instructions.first().map(|f| casing(&f.node.value)).filter(|&c| c != (false, false));
+    for node in parsed.instructions.iter().map(|f| &f.node) {
         malformed.extend(malformed_json(node, ctx));
         facts.one_casing &= Some(casing(&node.value)) == first_casing;
         facts.maintainer |= node.value.eq_ignore_ascii_case("maintainer");
     }
-    let mut typed = instructions::parse_owned(parsed.ast);
+    let mut typed = instructions::parse_owned(parsed.instructions);
     // Held apart from the stages so that each stage's instructions can be dropped once dispatched.
     let commands: Vec<Vec<Instr>> = typed.stages.iter_mut().map(|s| std::mem::take(&mut s.commands)).collect();
     for error in &typed.errors {

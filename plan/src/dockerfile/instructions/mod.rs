@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::parser::{Heredoc, Node, chomp_heredoc_content, go_quote, parse_heredoc};
+use super::parser::{FlatInstruction, Heredoc, Node, chomp_heredoc_content, go_quote, parse_heredoc};
 use flags::{FlagType, Flags, parse_flags};
 pub use mount::{Device, Mount, MountType, ShareMode, parse_mount};
 
@@ -661,7 +661,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 
 /// Everything `parse_instruction` needs from a node.
 struct Request<'a, 'r> {
-    node: &'a Node,
+    node: &'r Node,
     /// The arguments, borrowed from the tree or owned (taken from it), so that a field that
     /// keeps one moves it instead of copying.
     args: &'r mut [Cow<'a, str>],
@@ -740,43 +740,40 @@ pub fn parse(ast: &Node) -> Parsed {
         node.arg_strs_into(&mut strs);
         args.clear();
         args.extend(strs.iter().map(|&s| Cow::Borrowed(s)));
-        add(&mut out, node, &mut args, meta_of(node), node.heredocs.clone(), &ast.children[i + 1..]);
+        let stage_len = || ast.children[i + 1..].iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count();
+        add(&mut out, node, &mut args, meta_of(node), node.heredocs.clone(), stage_len);
     }
     out
 }
 
-/// [`parse`], taking from the tree: the instruction text, comments and heredocs move into the
-/// typed instructions instead of being copied. Each node is dropped once converted, so that the
-/// typed instructions reuse its memory and the whole tree and all instructions are never held
-/// at once.
-pub(crate) fn parse_owned(ast: Node) -> Parsed {
+/// [`parse`] from the parser's flat instructions, taking from them: the keyword, instruction
+/// text, comments, heredocs and argument values move into the typed instructions instead of
+/// being copied. Each instruction is dropped once converted, so that the typed instructions
+/// reuse its memory and the parse and all typed instructions are never held at once.
+pub(crate) fn parse_owned(instructions: Vec<FlatInstruction>) -> Parsed {
     let mut out = Parsed::default();
-    let mut nodes = ast.children.into_iter();
-    while let Some(mut node) = nodes.next() {
+    let mut items = instructions.into_iter();
+    while let Some(FlatInstruction { mut node, args }) = items.next() {
         let heredocs = std::mem::take(&mut node.heredocs);
         let meta = take_meta(&mut node);
-        // The argument values move out of the tree. A FROM keeps its arguments (a broken one
-        // is made into a stage from them again) and an ONBUILD trigger is flattened: copied.
-        let flat = node.next.iter().all(|n| n.children.is_empty());
-        let mut args: Vec<Cow<'_, str>> = if flat && !node.value.eq_ignore_ascii_case("from") {
-            std::mem::take(&mut node.next).into_iter().map(|n| Cow::Owned(n.value)).collect()
-        } else {
-            node.args().into_iter().map(Cow::Owned).collect()
-        };
-        add(&mut out, &node, &mut args, meta, heredocs, nodes.as_slice());
+        // Only an ONBUILD keeps its argument in the node (its trigger, flattened here: copied).
+        let mut args = if node.next.is_empty() { args } else { node.args().into_iter().map(Cow::Owned).collect() };
+        let rest = items.as_slice();
+        let stage_len = || rest.iter().take_while(|f| !f.node.value.eq_ignore_ascii_case("from")).count();
+        add(&mut out, &node, &mut args, meta, heredocs, stage_len);
     }
     out
 }
 
-/// Converts one instruction node with its arguments `args` into `out`; `rest` are the nodes
-/// after it.
-fn add<'a>(
+/// Converts one instruction node with its arguments `args` into `out`; `stage_len` counts the
+/// instructions up to the next FROM (asked only when this one opens a stage).
+fn add(
     out: &mut Parsed,
-    node: &'a Node,
-    args: &mut [Cow<'a, str>],
+    node: &Node,
+    args: &mut [Cow<'_, str>],
     meta: CommandMeta,
     heredocs: Vec<Heredoc>,
-    rest: &[Node],
+    stage_len: impl FnOnce() -> usize,
 ) {
     // The keyword is kept apart while the instruction is typed (the node's may have been taken
     // into `meta`), and put back as the result is stored, so that the large value moves once.
@@ -787,7 +784,7 @@ fn add<'a>(
             stage.meta.keyword = keyword;
             // Reserving the stage's instructions up front spares regrowing a vector of
             // large commands.
-            stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
+            stage.commands.reserve(stage_len());
             out.stages.push(stage);
         }
         Ok(Parsed1::Command(Command::Arg(mut arg))) if out.stages.is_empty() => {
@@ -811,7 +808,7 @@ fn add<'a>(
             // A broken FROM still opens a stage, so that the instructions after it are
             // checked against a stage instead of each reporting a missing one.
             if node.value.eq_ignore_ascii_case("from") {
-                out.stages.push(fallback_stage(node));
+                out.stages.push(fallback_stage(node, args.first().map(|a| a.to_string()).unwrap_or_default()));
             }
         }
     }
@@ -855,13 +852,12 @@ fn meta_of(node: &Node) -> CommandMeta {
     }
 }
 
-fn fallback_stage(node: &Node) -> Stage {
-    let args = node.args();
+fn fallback_stage(node: &Node, base_name: String) -> Stage {
     Stage {
         name: None,
         original_name: None,
         as_keyword: None,
-        base_name: args.first().cloned().unwrap_or_default(),
+        base_name,
         platform: None,
         meta: meta_of(node),
         doc_comment: None,
@@ -871,7 +867,7 @@ fn fallback_stage(node: &Node) -> Stage {
 
 /// The typed instruction for `keyword` (`meta.keyword` is left empty meanwhile), or why not.
 fn parse_typed<'a>(
-    node: &'a Node,
+    node: &Node,
     keyword: &str,
     args: &mut [Cow<'a, str>],
     meta: CommandMeta,

@@ -11,6 +11,7 @@ mod heredoc;
 mod lines;
 
 use serde::Serialize;
+use std::borrow::Cow;
 use thiserror::Error;
 
 pub use heredoc::{chomp_heredoc_content, parse_heredoc};
@@ -461,6 +462,58 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 /// assert_eq!(err.line, 2);
 /// ```
 pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
+    let mut root = Node::default();
+    // Every instruction starts a line: the line count bounds the children, and reserving it
+    // once spares the regrowth copies of these large nodes.
+    root.children.reserve(count_newlines(input) + 1);
+    let (escape_token, directives, warnings) = parse_each(input, |mut child, next: Vec<Node>| {
+        if !next.is_empty() {
+            child.next = next;
+        }
+        if root.children.is_empty() {
+            root.start_line = child.start_line;
+        }
+        root.end_line = child.end_line;
+        root.children.push(child);
+    })?;
+    Ok(ParseResult { ast: root, escape_token, directives, warnings })
+}
+
+/// An instruction node with its argument values kept apart, for a caller that wants only the
+/// values: its `next` is empty, but for an ONBUILD, whose trigger stays a sub-tree there.
+pub(crate) struct FlatInstruction {
+    /// The instruction, arguments apart.
+    pub(crate) node: Node,
+    /// The argument values, as the leaves of `next` would hold them.
+    pub(crate) args: Vec<Cow<'static, str>>,
+}
+
+/// [`parse`] into [`FlatInstruction`]s: no leaf node is made per argument.
+pub(crate) struct FlatParse {
+    /// The instructions in order.
+    pub(crate) instructions: Vec<FlatInstruction>,
+    /// As [`ParseResult::escape_token`].
+    pub(crate) escape_token: char,
+    /// As [`ParseResult::directives`].
+    pub(crate) directives: Vec<Directive>,
+    /// As [`ParseResult::warnings`].
+    pub(crate) warnings: Vec<Warning>,
+}
+
+/// [`parse`], the arguments of each instruction as a flat list of values.
+pub(crate) fn parse_flat(input: &[u8]) -> Result<FlatParse, ParseError> {
+    let mut instructions = Vec::with_capacity(count_newlines(input) + 1);
+    let (escape_token, directives, warnings) =
+        parse_each(input, |node, args| instructions.push(FlatInstruction { node, args }))?;
+    Ok(FlatParse { instructions, escape_token, directives, warnings })
+}
+
+/// The parser: hands each instruction, with its arguments written to an `A`, to `each`, and
+/// returns the escape token, directives and warnings.
+fn parse_each<A: lines::ArgSink + Default>(
+    input: &[u8],
+    mut each: impl FnMut(Node, A),
+) -> Result<(char, Vec<Directive>, Vec<Warning>), ParseError> {
     use ParseErrorKind as K;
     if input.len() > MAX_DOCKERFILE_SIZE {
         return Err(ParseError::new(1, 1, K::TooLarge { size: input.len(), max: MAX_DOCKERFILE_SIZE }));
@@ -473,10 +526,7 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     let mut directives = directives::DirectiveParser::default();
     let mut escape = DEFAULT_ESCAPE_TOKEN;
     let mut current_line = 0usize;
-    let mut root = Node::default();
-    // Every instruction starts a line: the line count bounds the children, and reserving it
-    // once spares the regrowth copies of these large nodes.
-    root.children.reserve(count_newlines(text.as_bytes()) + 1);
+    let mut count = 0usize;
     let mut scanner = LineScanner::new(text);
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
@@ -549,7 +599,8 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
             });
         }
 
-        let mut child = lines::node_from_line(buf, escape, std::mem::take(&mut comments), 0)
+        let mut args = A::default();
+        let mut child = lines::node_into(buf, escape, std::mem::take(&mut comments), 0, &mut args)
             .map_err(|kind| ParseError::new(start_line, current_line, kind))?;
 
         if child.original.contains("<<") && child.can_contain_heredoc() {
@@ -580,21 +631,18 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
 
         child.start_line = start_line;
         child.end_line = current_line;
-        if root.children.is_empty() {
-            root.start_line = start_line;
-        }
-        root.end_line = current_line;
-        root.children.push(child);
+        count += 1;
+        each(child, args);
     }
 
-    if root.children.is_empty() {
+    if count == 0 {
         let line = current_line.max(1);
         return Err(ParseError::new(line, line, K::NoInstructions));
     }
     if scanner.too_long {
         return Err(ParseError::new(current_line + 1, current_line + 1, K::LineTooLong));
     }
-    Ok(ParseResult { ast: root, escape_token: escape, directives: directives.into_found(), warnings })
+    Ok((escape, directives.into_found(), warnings))
 }
 
 #[cfg(test)]
