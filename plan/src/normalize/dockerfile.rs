@@ -256,7 +256,7 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
         facts.one_casing &= Some(casing(&node.value)) == first_casing;
         facts.maintainer |= node.value.eq_ignore_ascii_case("maintainer");
     }
-    let mut typed = instructions::parse_owned(parsed.instructions);
+    let mut typed = instructions::parse_owned(parsed.instructions, parsed.args);
     // Held apart from the stages so that each stage's instructions can be dropped once dispatched.
     let commands: Vec<Vec<Instr>> = typed.stages.iter_mut().map(|s| std::mem::take(&mut s.commands)).collect();
     for error in &typed.errors {

@@ -750,17 +750,21 @@ pub fn parse(ast: &Node) -> Parsed {
 /// text, comments, heredocs and argument values move into the typed instructions instead of
 /// being copied. Each instruction is dropped once converted, so that the typed instructions
 /// reuse its memory and the parse and all typed instructions are never held at once.
-pub(crate) fn parse_owned(instructions: Vec<FlatInstruction>) -> Parsed {
+pub(crate) fn parse_owned(instructions: Vec<FlatInstruction>, mut all_args: Vec<Cow<'_, str>>) -> Parsed {
     let mut out = Parsed::default();
     let mut items = instructions.into_iter();
     while let Some(FlatInstruction { mut node, args }) = items.next() {
         let heredocs = std::mem::take(&mut node.heredocs);
         let meta = take_meta(&mut node);
-        // Only an ONBUILD keeps its argument in the node (its trigger, flattened here: copied).
-        let mut args = if node.next.is_empty() { args } else { node.args().into_iter().map(Cow::Owned).collect() };
         let rest = items.as_slice();
         let stage_len = || rest.iter().take_while(|f| !f.node.value.eq_ignore_ascii_case("from")).count();
-        add(&mut out, &node, &mut args, meta, heredocs, stage_len);
+        if node.next.is_empty() {
+            add(&mut out, &node, &mut all_args[args], meta, heredocs, stage_len);
+        } else {
+            // Only an ONBUILD keeps its argument in the node: its trigger, flattened (copied).
+            let mut trigger: Vec<Cow<'_, str>> = node.args().into_iter().map(Cow::Owned).collect();
+            add(&mut out, &node, &mut trigger, meta, heredocs, stage_len);
+        }
     }
     out
 }

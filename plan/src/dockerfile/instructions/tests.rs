@@ -361,6 +361,6 @@ fn taking_from_the_tree_gives_what_borrowing_does() {
         let borrowed = parse(&ast);
         assert!(!borrowed.stages.is_empty(), "{text:?}");
         let flat = parser::parse_flat(text.as_bytes()).unwrap_or_else(|e| panic!("{text:?}: {e}"));
-        assert_eq!(parse_owned(flat.instructions), borrowed, "{text:?}");
+        assert_eq!(parse_owned(flat.instructions, flat.args), borrowed, "{text:?}");
     }
 }

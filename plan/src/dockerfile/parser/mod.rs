@@ -466,9 +466,10 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     // Every instruction starts a line: the line count bounds the children, and reserving it
     // once spares the regrowth copies of these large nodes.
     root.children.reserve(count_newlines(input) + 1);
-    let (escape_token, directives, warnings) = parse_each(input, |mut child, next: Vec<Node>| {
+    let mut next: Vec<Node> = Vec::new();
+    let (escape_token, directives, warnings) = parse_each(input, &mut next, |mut child, next| {
         if !next.is_empty() {
-            child.next = next;
+            child.next = std::mem::take(next);
         }
         if root.children.is_empty() {
             root.start_line = child.start_line;
@@ -484,14 +485,18 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
 pub(crate) struct FlatInstruction {
     /// The instruction, arguments apart.
     pub(crate) node: Node,
-    /// The argument values, as the leaves of `next` would hold them.
-    pub(crate) args: Vec<Cow<'static, str>>,
+    /// Where its argument values are in [`FlatParse::args`] (as the leaves of `next` would hold
+    /// them).
+    pub(crate) args: std::ops::Range<usize>,
 }
 
-/// [`parse`] into [`FlatInstruction`]s: no leaf node is made per argument.
+/// [`parse`] into [`FlatInstruction`]s: no leaf node is made per argument, and the values of
+/// all instructions share one list.
 pub(crate) struct FlatParse {
     /// The instructions in order.
     pub(crate) instructions: Vec<FlatInstruction>,
+    /// Every instruction's argument values, in order.
+    pub(crate) args: Vec<Cow<'static, str>>,
     /// As [`ParseResult::escape_token`].
     pub(crate) escape_token: char,
     /// As [`ParseResult::directives`].
@@ -502,17 +507,23 @@ pub(crate) struct FlatParse {
 
 /// [`parse`], the arguments of each instruction as a flat list of values.
 pub(crate) fn parse_flat(input: &[u8]) -> Result<FlatParse, ParseError> {
-    let mut instructions = Vec::with_capacity(count_newlines(input) + 1);
-    let (escape_token, directives, warnings) =
-        parse_each(input, |node, args| instructions.push(FlatInstruction { node, args }))?;
-    Ok(FlatParse { instructions, escape_token, directives, warnings })
+    let lines = count_newlines(input) + 1;
+    let mut instructions = Vec::with_capacity(lines);
+    let mut args = Vec::with_capacity(lines);
+    let mut start = 0;
+    let (escape_token, directives, warnings) = parse_each(input, &mut args, |node, args| {
+        instructions.push(FlatInstruction { node, args: start..args.len() });
+        start = args.len();
+    })?;
+    Ok(FlatParse { instructions, args, escape_token, directives, warnings })
 }
 
-/// The parser: hands each instruction, with its arguments written to an `A`, to `each`, and
-/// returns the escape token, directives and warnings.
-fn parse_each<A: lines::ArgSink + Default>(
+/// The parser: writes each instruction's arguments to `args` and hands the instruction to `each`
+/// with them, and returns the escape token, directives and warnings.
+fn parse_each<A: lines::ArgSink>(
     input: &[u8],
-    mut each: impl FnMut(Node, A),
+    args: &mut A,
+    mut each: impl FnMut(Node, &mut A),
 ) -> Result<(char, Vec<Directive>, Vec<Warning>), ParseError> {
     use ParseErrorKind as K;
     if input.len() > MAX_DOCKERFILE_SIZE {
@@ -599,8 +610,7 @@ fn parse_each<A: lines::ArgSink + Default>(
             });
         }
 
-        let mut args = A::default();
-        let mut child = lines::node_into(buf, escape, std::mem::take(&mut comments), 0, &mut args)
+        let mut child = lines::node_into(buf, escape, std::mem::take(&mut comments), 0, args)
             .map_err(|kind| ParseError::new(start_line, current_line, kind))?;
 
         if child.original.contains("<<") && child.can_contain_heredoc() {
