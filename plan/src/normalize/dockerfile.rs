@@ -251,8 +251,9 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
     let mut facts = TreeFacts { one_casing: true, maintainer: false };
     // A keyword of neither casing (`Run`) is inconsistent whatever the others are.
     let first_casing = parsed.instructions.first().map(|f| casing(&f.node.value)).filter(|&c| c != (false, false));
-    for node in parsed.instructions.iter().map(|f| &f.node) {
-        malformed.extend(malformed_json(node, ctx));
+    for flat in &parsed.instructions {
+        let node = &flat.node;
+        malformed.extend(malformed_json(node, &flat.original, ctx));
         facts.one_casing &= Some(casing(&node.value)) == first_casing;
         facts.maintainer |= node.value.eq_ignore_ascii_case("maintainer");
     }
@@ -321,16 +322,13 @@ fn casing(keyword: &str) -> (bool, bool) {
 
 /// Instructions whose arguments start with `[` but did not parse as a JSON array run in shell
 /// form, which is almost never what was meant.
-fn malformed_json(node: &parser::Node, ctx: &Ctx<'_>) -> Option<Diagnostic> {
+fn malformed_json(node: &parser::Node, original: &str, ctx: &Ctx<'_>) -> Option<Diagnostic> {
     const JSON_FORMS: &[&str] = &["cmd", "entrypoint", "run", "shell", "volume", "copy", "add"];
     // Most instructions hold no `[` at all: that settles them without splitting words.
-    if node.json
-        || !node.original.contains('[')
-        || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value))
-    {
+    if node.json || !original.contains('[') || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value)) {
         return None;
     }
-    let rest = node.original.trim_start();
+    let rest = original.trim_start();
     let rest = rest.get(node.value.len()..).unwrap_or_default();
     let mut words = rest.split_whitespace().skip_while(|w| w.starts_with("--"));
     if !words.next().is_some_and(|w| w.starts_with('[')) {

@@ -746,14 +746,21 @@ pub fn parse(ast: &Node) -> Parsed {
     out
 }
 
-/// [`parse`] from the parser's flat instructions, taking from them: the keyword, instruction
-/// text, comments, heredocs and argument values move into the typed instructions instead of
-/// being copied. Each instruction is dropped once converted, so that the typed instructions
-/// reuse its memory and the parse and all typed instructions are never held at once.
-pub(crate) fn parse_owned(instructions: Vec<FlatInstruction>, mut all_args: Vec<Cow<'_, str>>) -> Parsed {
+/// [`parse`] from the parser's flat instructions, taking from them: the keyword, comments,
+/// heredocs and argument values move into the typed instructions instead of being copied. Each
+/// instruction is dropped once converted, so that the typed instructions reuse its memory and
+/// the parse and all typed instructions are never held at once.
+///
+/// Made for planning, which never reads [`CommandMeta::source`]: it is left empty (but for
+/// ONBUILD, whose trigger is read from it), so that a one-line instruction, a slice of the text,
+/// is not copied.
+pub(crate) fn parse_owned(instructions: Vec<FlatInstruction<'_>>, mut all_args: Vec<Cow<'_, str>>) -> Parsed {
     let mut out = Parsed::default();
     let mut items = instructions.into_iter();
-    while let Some(FlatInstruction { mut node, args }) = items.next() {
+    while let Some(FlatInstruction { mut node, original, args }) = items.next() {
+        if node.value.eq_ignore_ascii_case("onbuild") {
+            node.original = original.into_owned();
+        }
         let heredocs = std::mem::take(&mut node.heredocs);
         let meta = take_meta(&mut node);
         let rest = items.as_slice();

@@ -88,7 +88,8 @@ pub(super) fn node_from_line(
     depth: usize,
 ) -> Result<Node, ParseErrorKind> {
     let mut next = Vec::new();
-    let mut node = node_into(line, escape, comments, depth, &mut next)?;
+    let mut node = node_into(&line, escape, comments, depth, &mut next)?;
+    node.original = line;
     if !next.is_empty() {
         node.next = next;
     }
@@ -96,15 +97,15 @@ pub(super) fn node_from_line(
 }
 
 /// [`node_from_line`] with the arguments written to `args` (an ONBUILD's go to the node's
-/// `next` all the same: its trigger is a sub-tree).
+/// `next` all the same: its trigger is a sub-tree), and `original` left empty.
 pub(super) fn node_into<A: ArgSink>(
-    line: String,
+    line: &str,
     escape: char,
     comments: Vec<String>,
     depth: usize,
     args_out: &mut A,
 ) -> Result<Node, ParseErrorKind> {
-    let (cmd, flags, args) = split_command(&line, escape);
+    let (cmd, flags, args) = split_command(line, escape);
     let args = args.as_ref();
     let mut next = Vec::new();
     let out = args_out;
@@ -146,7 +147,7 @@ pub(super) fn node_into<A: ArgSink>(
         })
     })?;
     let value = cmd.to_owned();
-    Ok(Node { value, original: line, flags, next, json, prev_comment: comments, ..Node::default() })
+    Ok(Node { value, flags, next, json, prev_comment: comments, ..Node::default() })
 }
 
 /// Go's `unicode.IsSpace` applied to a single byte taken as a rune (Latin-1), as BuildKit's

@@ -467,7 +467,8 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     // once spares the regrowth copies of these large nodes.
     root.children.reserve(count_newlines(input) + 1);
     let mut next: Vec<Node> = Vec::new();
-    let (escape_token, directives, warnings) = parse_each(input, &mut next, |mut child, next| {
+    let (escape_token, directives, warnings) = parse_each(input, &mut next, |mut child, line, next| {
+        child.original = line.into_owned();
         if !next.is_empty() {
             child.next = std::mem::take(next);
         }
@@ -482,9 +483,12 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
 
 /// An instruction node with its argument values kept apart, for a caller that wants only the
 /// values: its `next` is empty, but for an ONBUILD, whose trigger stays a sub-tree there.
-pub(crate) struct FlatInstruction {
-    /// The instruction, arguments apart.
+pub(crate) struct FlatInstruction<'a> {
+    /// The instruction, arguments and line apart (its `original` is empty).
     pub(crate) node: Node,
+    /// The instruction line (continuation lines joined), borrowed from the text when it is one
+    /// line.
+    pub(crate) original: Cow<'a, str>,
     /// Where its argument values are in [`FlatParse::args`] (as the leaves of `next` would hold
     /// them).
     pub(crate) args: std::ops::Range<usize>,
@@ -492,9 +496,9 @@ pub(crate) struct FlatInstruction {
 
 /// [`parse`] into [`FlatInstruction`]s: no leaf node is made per argument, and the values of
 /// all instructions share one list.
-pub(crate) struct FlatParse {
+pub(crate) struct FlatParse<'a> {
     /// The instructions in order.
-    pub(crate) instructions: Vec<FlatInstruction>,
+    pub(crate) instructions: Vec<FlatInstruction<'a>>,
     /// Every instruction's argument values, in order.
     pub(crate) args: Vec<Cow<'static, str>>,
     /// As [`ParseResult::escape_token`].
@@ -506,24 +510,25 @@ pub(crate) struct FlatParse {
 }
 
 /// [`parse`], the arguments of each instruction as a flat list of values.
-pub(crate) fn parse_flat(input: &[u8]) -> Result<FlatParse, ParseError> {
+pub(crate) fn parse_flat(input: &[u8]) -> Result<FlatParse<'_>, ParseError> {
     let lines = count_newlines(input) + 1;
     let mut instructions = Vec::with_capacity(lines);
     let mut args = Vec::with_capacity(lines);
     let mut start = 0;
-    let (escape_token, directives, warnings) = parse_each(input, &mut args, |node, args| {
-        instructions.push(FlatInstruction { node, args: start..args.len() });
+    let (escape_token, directives, warnings) = parse_each(input, &mut args, |node, original, args| {
+        instructions.push(FlatInstruction { node, original, args: start..args.len() });
         start = args.len();
     })?;
     Ok(FlatParse { instructions, args, escape_token, directives, warnings })
 }
 
-/// The parser: writes each instruction's arguments to `args` and hands the instruction to `each`
-/// with them, and returns the escape token, directives and warnings.
-fn parse_each<A: lines::ArgSink>(
-    input: &[u8],
+/// The parser: writes each instruction's arguments to `args` and hands the instruction (its
+/// `original` left empty) to `each` with its line and them, and returns the escape token,
+/// directives and warnings.
+fn parse_each<'a, A: lines::ArgSink>(
+    input: &'a [u8],
     args: &mut A,
-    mut each: impl FnMut(Node, &mut A),
+    mut each: impl FnMut(Node, Cow<'a, str>, &mut A),
 ) -> Result<(char, Vec<Directive>, Vec<Warning>), ParseError> {
     use ParseErrorKind as K;
     if input.len() > MAX_DOCKERFILE_SIZE {
@@ -572,12 +577,14 @@ fn parse_each<A: lines::ArgSink>(
         if end_of_line && first.is_empty() {
             continue;
         }
-        let mut buf = String::with_capacity(if end_of_line {
-            first.len()
-        } else {
-            first.len() + continued_len(scanner.clone(), escape)
-        });
-        buf.push_str(first);
+        // A one-line instruction is a slice of the text; continuation lines are joined into a
+        // string allocated once.
+        let single = end_of_line;
+        let mut buf = String::new();
+        if !single {
+            buf.reserve_exact(first.len() + continued_len(scanner.clone(), escape));
+            buf.push_str(first);
+        }
         let mut empty_lines = Vec::new();
         while !end_of_line {
             let Some(raw) = scanner.scan() else { break };
@@ -598,10 +605,11 @@ fn parse_each<A: lines::ArgSink>(
             buf.push_str(part);
         }
 
+        let line: Cow<'_, str> = if single { Cow::Borrowed(first) } else { Cow::Owned(buf) };
         if !empty_lines.is_empty() {
             warnings.push(Warning {
                 rule: "NoEmptyContinuation",
-                short: format!("Empty continuation line found in: {buf}"),
+                short: format!("Empty continuation line found in: {line}"),
                 detail: "Empty continuation lines will become errors in a future release".into(),
                 url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/",
                 line: current_line,
@@ -610,11 +618,11 @@ fn parse_each<A: lines::ArgSink>(
             });
         }
 
-        let mut child = lines::node_into(buf, escape, std::mem::take(&mut comments), 0, args)
+        let mut child = lines::node_into(&line, escape, std::mem::take(&mut comments), 0, args)
             .map_err(|kind| ParseError::new(start_line, current_line, kind))?;
 
-        if child.original.contains("<<") && child.can_contain_heredoc() {
-            let heredocs = heredoc::heredocs_from_line(&child.original)
+        if line.contains("<<") && child.can_contain_heredoc() {
+            let heredocs = heredoc::heredocs_from_line(&line)
                 .map_err(|message| ParseError::new(start_line, current_line, K::InvalidHeredoc { message }))?;
             for mut doc in heredocs {
                 // The body is the lines up to the delimiter line, contiguous in the text.
@@ -642,7 +650,7 @@ fn parse_each<A: lines::ArgSink>(
         child.start_line = start_line;
         child.end_line = current_line;
         count += 1;
-        each(child, args);
+        each(child, line, args);
     }
 
     if count == 0 {
