@@ -1,6 +1,7 @@
 //! BuildKit's `BFlags`: `--name=value` words checked against the flags an instruction accepts.
 
 use super::suggest;
+use crate::dockerfile::parser::split_once_byte;
 
 /// What a flag holds.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub(super) struct Flags<'a> {
 /// `--name=value` split into name and value.
 fn split_flag(arg: &str) -> (&str, Option<&str>) {
     let stripped = arg.strip_prefix("--").unwrap_or(arg);
-    match stripped.split_once('=') {
+    match split_once_byte(stripped, b'=') {
         Some((n, v)) => (n, Some(v)),
         None => (stripped, None),
     }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::parser::{FlatInstruction, Heredoc, Node, chomp_heredoc_content, go_quote, parse_heredoc};
+use super::parser::{FlatInstruction, Heredoc, Node, chomp_heredoc_content, go_quote, parse_heredoc, split_once_byte};
 use flags::{FlagType, Flags, parse_flags};
 pub use mount::{Device, Mount, MountType, ShareMode, parse_mount};
 
@@ -1319,7 +1319,7 @@ fn parse_arg(req: Request<'_, '_>) -> Result<ArgCommand, Fail> {
     }
     let mut args = Vec::with_capacity(req.args.len());
     for arg in req.args.iter_mut() {
-        let (key, value) = match arg.split_once('=') {
+        let (key, value) = match split_once_byte(arg, b'=') {
             Some((k, v)) => {
                 if k.is_empty() {
                     return Err(arguments("ARG names can not be blank".into()));

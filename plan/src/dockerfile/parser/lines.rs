@@ -6,7 +6,9 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
-use super::{MAX_ONBUILD_DEPTH, Node, ParseErrorKind, go_quote, go_trim_space, with_lowercase};
+use super::{
+    MAX_ONBUILD_DEPTH, Node, ParseErrorKind, find_byte, go_quote, go_trim_space, split_once_byte, with_lowercase,
+};
 
 type LineResult = Result<bool, ParseErrorKind>;
 
@@ -429,7 +431,7 @@ fn parse_name_val<A: ArgSink>(
     let Some(first) = words.next() else {
         return Ok(());
     };
-    if !first.contains('=') {
+    if find_byte(first, b'=').is_none() {
         out.reserve(3);
         let mut parts = Vec::with_capacity(2);
         split_ws(rest, 2, |part| parts.push(part));
@@ -443,7 +445,7 @@ fn parse_name_val<A: ArgSink>(
     // (capped: values may hold many more).
     out.reserve(rest.bytes().filter(|&b| b == b'=').count().min(16) * 3);
     for word in std::iter::once(first).chain(words) {
-        let Some((key, value)) = word.split_once('=') else {
+        let Some((key, value)) = split_once_byte(word, b'=') else {
             return Err(ParseErrorKind::MissingEquals { word: go_quote(word) });
         };
         key_value_nodes(out, key, value, "=");

@@ -354,6 +354,18 @@ pub(crate) fn lowercase(word: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The index of the ASCII byte `b` in `s`: memchr, cheaper than a char search on the short
+/// strings (fields, flags, words) it is used on.
+pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
+    memchr::memchr(b, s.as_bytes())
+}
+
+/// `s.split_once(b)` for an ASCII byte `b` (see [`find_byte`]).
+pub(crate) fn split_once_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = find_byte(s, b)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
 /// Go's `strings.TrimSpace`.
 pub(crate) fn go_trim_space(s: &str) -> &str {
     s.trim_matches(char::is_whitespace)
@@ -380,7 +392,7 @@ impl<'a> LineScanner<'a> {
         let rest = &self.text[self.pos..];
         // Go's scanner needs the whole token, newline included, in a 64 KiB buffer; a last line
         // without newline must leave one byte free to see the end of input.
-        let (len, limit) = match rest.find('\n') {
+        let (len, limit) = match memchr::memchr(b'\n', rest.as_bytes()) {
             Some(i) => (i + 1, MAX_LINE_SIZE),
             None => (rest.len(), MAX_LINE_SIZE - 1),
         };
@@ -393,9 +405,9 @@ impl<'a> LineScanner<'a> {
     }
 }
 
-/// The number of `\n` bytes, counted in byte-wide lanes (chunks of at most 255 fit a `u8`).
+/// The number of `\n` bytes.
 fn count_newlines(bytes: &[u8]) -> usize {
-    bytes.chunks(255).map(|chunk| usize::from(chunk.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n')))).sum()
+    memchr::memchr_iter(b'\n', bytes).count()
 }
 
 /// The length the continuation lines after an instruction's first line add to it, read ahead
