@@ -22,7 +22,8 @@ use crate::dockerfile::parser::{self, ParseErrorKind};
 use crate::dockerfile::shell::{EnvGetter, Lex};
 use crate::plan::{Command, CopyFrom, Healthcheck, Heredoc, Mount, Op, PlanStep, Stage};
 use crate::reference::{BaseImage, ImageRef};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -36,32 +37,67 @@ const SECRET_ALLOW_TOKENS: &[&str] = &["public", "file", "version"];
 
 /// An ordered variable list where setting a name replaces it in place (BuildKit's `EnvList`).
 /// Names and values are shared, so that a stage inherits its parent's list without copying text.
+///
+/// A chain of stages inherits every variable, so the list grows long: names are found through
+/// an index from a fingerprint of the name to its position. Two names with one fingerprint are
+/// possible; the index holds the first, and a lookup that finds another name there falls back
+/// to scanning the list.
 #[derive(Debug, Clone, Default)]
-/// Each entry carries a fingerprint of its name, so that a lookup in a long list (a chain of
-/// stages inherits every variable) compares names only where the fingerprints agree.
-struct EnvList(Vec<(u64, Rc<str>, Rc<str>)>);
+struct EnvList {
+    entries: Vec<(Rc<str>, Rc<str>)>,
+    index: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
+}
 
-/// FNV-1a of a variable name: cheap for short names, and only a filter before comparing them.
+/// FNV-1a of a variable name: cheap for short names.
 fn fingerprint(key: &str) -> u64 {
     key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// The hasher of [`EnvList`]'s index, whose keys are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 impl EnvList {
+    fn position(&self, key: &str) -> Option<usize> {
+        let i = *self.index.get(&fingerprint(key))?;
+        if &*self.entries[i].0 == key {
+            return Some(i);
+        }
+        self.entries.iter().position(|(k, _)| &**k == key)
+    }
+
     fn set(&mut self, key: &str, value: &str) {
-        let print = fingerprint(key);
-        match self.0.iter_mut().find(|(p, k, _)| *p == print && &**k == key) {
-            Some(entry) => entry.2 = value.into(),
-            None => self.0.push((print, key.into(), value.into())),
+        match self.position(key) {
+            Some(i) => self.entries[i].1 = value.into(),
+            None => {
+                self.index.entry(fingerprint(key)).or_insert(self.entries.len());
+                self.entries.push((key.into(), value.into()));
+            }
         }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        let print = fingerprint(key);
-        self.0.iter().find(|(p, k, _)| *p == print && &**k == key).map(|(_, _, v)| &**v)
+        self.position(key).map(|i| &*self.entries[i].1)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(_, k, _)| &**k).collect()
+        self.entries.iter().map(|(k, _)| &**k).collect()
     }
 }
 
@@ -477,7 +513,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             }
         }
         self.global_args = self.meta_args(defaults.clone(), true, true);
-        for (_, key, _) in &defaults.0 {
+        for (key, _) in &defaults.entries {
             self.declared_global.insert(key.to_string());
         }
 
