@@ -1344,7 +1344,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             add: false,
             from,
             sources,
-            dest: join_dest(&state.workdir, &dest),
+            dest: join_dest(&state.workdir, dest),
             heredocs: self.heredoc_sources(&c.source_contents, state, meta),
             chown,
             chmod,
@@ -1365,7 +1365,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             add: true,
             from: CopyFrom::Context,
             sources,
-            dest: join_dest(&state.workdir, &dest),
+            dest: join_dest(&state.workdir, dest),
             heredocs: self.heredoc_sources(&c.source_contents, state, meta),
             chown: c.chown.map(|v| self.expand_owned(v, state, meta)),
             chmod: c.chmod.map(|v| self.expand_owned(v, state, meta)),
@@ -1463,24 +1463,27 @@ fn join_words(mut words: Vec<String>) -> String {
 
 /// `path.Join(current, requested)` cleaned, as BuildKit's `NormalizeWorkdir`.
 fn join_workdir(current: &str, requested: &str) -> String {
-    if requested.starts_with('/') { clean_path(requested) } else { clean_path(&format!("{current}/{requested}")) }
+    if requested.starts_with('/') { clean_path(requested, "") } else { clean_path(current, requested) }
 }
 
 /// A relative COPY destination is relative to the WORKDIR; a trailing `/` (directory) is kept.
-fn join_dest(workdir: &str, dest: &str) -> String {
+/// An absolute one is kept as it is.
+fn join_dest(workdir: &str, dest: String) -> String {
     if dest.starts_with('/') {
-        return dest.to_string();
+        return dest;
     }
-    let mut joined = clean_path(&format!("{workdir}/{dest}"));
+    let mut joined = clean_path(workdir, &dest);
     if (dest.ends_with('/') || dest == "." || dest.ends_with("/.")) && !joined.ends_with('/') {
         joined.push('/');
     }
     joined
 }
 
-fn clean_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    for part in path.split('/') {
+/// `path.Clean` of `base` joined with `rest` by a `/` (`rest` may be empty), without first
+/// building the joined string.
+fn clean_path(base: &str, rest: &str) -> String {
+    let mut out = String::with_capacity(base.len() + rest.len() + 2);
+    for part in base.split('/').chain(rest.split('/')) {
         match part {
             "" | "." => {}
             ".." => {
