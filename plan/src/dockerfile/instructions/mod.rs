@@ -665,6 +665,8 @@ struct Request<'a, 'r> {
     /// The arguments, borrowed from the tree or owned (taken from it), so that a field that
     /// keeps one moves it instead of copying.
     args: &'r mut [Cow<'a, str>],
+    /// The `--flag` words, borrowed or owned like `args`.
+    flags: &'r mut [Cow<'a, str>],
     meta: CommandMeta,
     /// The node's heredocs (taken from it when the tree is consumed).
     heredocs: Vec<Heredoc>,
@@ -675,6 +677,12 @@ impl Request<'_, '_> {
     fn take(&mut self, i: usize) -> String {
         take_arg(&mut self.args[i])
     }
+}
+
+/// An instruction's argument and flag words, borrowed from the tree or owned.
+struct Words<'a, 'r> {
+    args: &'r mut [Cow<'a, str>],
+    flags: &'r mut [Cow<'a, str>],
 }
 
 fn take_arg(arg: &mut Cow<'_, str>) -> String {
@@ -699,8 +707,8 @@ fn flag_err(message: String) -> Fail {
     (InstructionErrorKind::Flag, message)
 }
 
-fn no_flags(req: &Request<'_, '_>) -> Result<(), Fail> {
-    parse_flags(&req.node.flags, &[]).map(|_| ()).map_err(flag_err)
+fn no_flags(flags: &mut [Cow<'_, str>]) -> Result<(), Fail> {
+    parse_flags(flags, &[]).map(|_| ()).map_err(flag_err)
 }
 
 /// A doc comment `name description` among the comments above.
@@ -733,15 +741,19 @@ enum Parsed1 {
 /// ```
 pub fn parse(ast: &Node) -> Parsed {
     let mut out = Parsed::default();
-    // One pair of buffers serves every instruction's borrowed arguments.
+    // These buffers serve every instruction's borrowed arguments and flags.
     let mut strs = Vec::new();
     let mut args = Vec::new();
+    let mut flags = Vec::new();
     for (i, node) in ast.children.iter().enumerate() {
         node.arg_strs_into(&mut strs);
         args.clear();
         args.extend(strs.iter().map(|&s| Cow::Borrowed(s)));
+        flags.clear();
+        flags.extend(node.flags.iter().map(|f| Cow::Borrowed(f.as_str())));
         let stage_len = || ast.children[i + 1..].iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count();
-        add(&mut out, node, &mut args, meta_of(node), node.heredocs.clone(), stage_len);
+        let words = Words { args: &mut args, flags: &mut flags };
+        add(&mut out, node, words, meta_of(node), node.heredocs.clone(), stage_len);
     }
     out
 }
@@ -765,12 +777,14 @@ pub(crate) fn parse_owned(instructions: Vec<FlatInstruction<'_>>, mut all_args: 
         let meta = take_meta(&mut node);
         let rest = items.as_slice();
         let stage_len = || rest.iter().take_while(|f| !f.node.value.eq_ignore_ascii_case("from")).count();
+        let mut flags: Vec<Cow<'_, str>> = std::mem::take(&mut node.flags).into_iter().map(Cow::Owned).collect();
         if node.next.is_empty() {
-            add(&mut out, &node, &mut all_args[args], meta, heredocs, stage_len);
+            let words = Words { args: &mut all_args[args], flags: &mut flags };
+            add(&mut out, &node, words, meta, heredocs, stage_len);
         } else {
             // Only an ONBUILD keeps its argument in the node: its trigger, flattened (copied).
             let mut trigger: Vec<Cow<'_, str>> = node.args().into_iter().map(Cow::Owned).collect();
-            add(&mut out, &node, &mut trigger, meta, heredocs, stage_len);
+            add(&mut out, &node, Words { args: &mut trigger, flags: &mut flags }, meta, heredocs, stage_len);
         }
     }
     out
@@ -781,7 +795,7 @@ pub(crate) fn parse_owned(instructions: Vec<FlatInstruction<'_>>, mut all_args: 
 fn add(
     out: &mut Parsed,
     node: &Node,
-    args: &mut [Cow<'_, str>],
+    words: Words<'_, '_>,
     meta: CommandMeta,
     heredocs: Vec<Heredoc>,
     stage_len: impl FnOnce() -> usize,
@@ -790,7 +804,8 @@ fn add(
     // into `meta`), and put back as the result is stored, so that the large value moves once.
     let mut meta = meta;
     let keyword = std::mem::take(&mut meta.keyword);
-    match parse_typed(node, &keyword, args, meta, heredocs) {
+    let Words { args, flags } = words;
+    match parse_typed(node, &keyword, Words { args: &mut *args, flags }, meta, heredocs) {
         Ok(Parsed1::Stage(mut stage)) => {
             stage.meta.keyword = keyword;
             // Reserving the stage's instructions up front spares regrowing a vector of
@@ -877,14 +892,14 @@ fn fallback_stage(node: &Node, base_name: String) -> Stage {
 }
 
 /// The typed instruction for `keyword` (`meta.keyword` is left empty meanwhile), or why not.
-fn parse_typed<'a>(
+fn parse_typed(
     node: &Node,
     keyword: &str,
-    args: &mut [Cow<'a, str>],
+    words: Words<'_, '_>,
     meta: CommandMeta,
     heredocs: Vec<Heredoc>,
 ) -> Result<Parsed1, Fail> {
-    let mut req = Request { node, args, meta, heredocs };
+    let mut req = Request { node, args: words.args, flags: words.flags, meta, heredocs };
     let Some(kind) = InstructionKind::from_keyword(keyword) else {
         let options: Vec<&str> = InstructionKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err((
@@ -902,7 +917,7 @@ fn parse_typed<'a>(
             if req.args.len() != 1 {
                 return Err(exactly_one("MAINTAINER"));
             }
-            no_flags(&req)?;
+            no_flags(req.flags)?;
             Command::Maintainer(MaintainerCommand { maintainer: req.take(0), meta: req.meta })
         }
         InstructionKind::Add => Command::Add(parse_add(req)?),
@@ -912,18 +927,18 @@ fn parse_typed<'a>(
             if req.args.len() != 1 {
                 return Err(exactly_one("WORKDIR"));
             }
-            no_flags(&req)?;
+            no_flags(req.flags)?;
             Command::Workdir(WorkdirCommand { path: req.take(0), meta: req.meta })
         }
         InstructionKind::Run => Command::Run(parse_run(req)?),
         InstructionKind::Cmd => {
-            no_flags(&req)?;
-            let cmd_line = shell_args(&mut req);
+            no_flags(req.flags)?;
+            let cmd_line = shell_args(req.args, req.meta.json);
             Command::Cmd(CmdCommand { cmd_line, prepend_shell: !req.meta.json, meta: req.meta })
         }
         InstructionKind::Entrypoint => {
-            no_flags(&req)?;
-            let cmd_line = shell_args(&mut req);
+            no_flags(req.flags)?;
+            let cmd_line = shell_args(req.args, req.meta.json);
             Command::Entrypoint(EntrypointCommand { cmd_line, prepend_shell: !req.meta.json, meta: req.meta })
         }
         InstructionKind::Healthcheck => Command::Healthcheck(parse_healthcheck(req)?),
@@ -931,7 +946,7 @@ fn parse_typed<'a>(
             if req.args.is_empty() {
                 return Err(at_least_one("EXPOSE"));
             }
-            no_flags(&req)?;
+            no_flags(req.flags)?;
             let mut ports: Vec<String> = req.args.iter_mut().map(take_arg).collect();
             ports.sort();
             Command::Expose(ExposeCommand { ports, meta: req.meta })
@@ -940,14 +955,14 @@ fn parse_typed<'a>(
             if req.args.len() != 1 {
                 return Err(exactly_one("USER"));
             }
-            no_flags(&req)?;
+            no_flags(req.flags)?;
             Command::User(UserCommand { user: req.take(0), meta: req.meta })
         }
         InstructionKind::Volume => {
             if req.args.is_empty() {
                 return Err(at_least_one("VOLUME"));
             }
-            no_flags(&req)?;
+            no_flags(req.flags)?;
             let mut volumes = Vec::with_capacity(req.args.len());
             for v in req.args.iter_mut() {
                 let trimmed = v.trim_matches(char::is_whitespace);
@@ -968,8 +983,8 @@ fn parse_typed<'a>(
         }
         InstructionKind::Arg => Command::Arg(parse_arg(req)?),
         InstructionKind::Shell => {
-            no_flags(&req)?;
-            let shell = shell_args(&mut req);
+            no_flags(req.flags)?;
+            let shell = shell_args(req.args, req.meta.json);
             if shell.is_empty() {
                 return Err(at_least_one("SHELL"));
             }
@@ -983,17 +998,17 @@ fn parse_typed<'a>(
 }
 
 /// `handleJSONArgs`: exec-form arguments as they are, shell form joined into one string.
-fn shell_args(req: &mut Request<'_, '_>) -> Vec<String> {
-    match &mut *req.args {
+fn shell_args(args: &mut [Cow<'_, str>], json: bool) -> Vec<String> {
+    match args {
         [] => Vec::new(),
-        args if req.meta.json => args.iter_mut().map(take_arg).collect(),
+        args if json => args.iter_mut().map(take_arg).collect(),
         [one] => vec![take_arg(one)],
         args => vec![args.join(" ")],
     }
 }
 
 fn parse_kvps(req: &mut Request<'_, '_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
-    no_flags(req)?;
+    no_flags(req.flags)?;
     if req.args.is_empty() {
         return Err(at_least_one(cmd));
     }
@@ -1034,7 +1049,7 @@ fn parse_from(req: Request<'_, '_>) -> Result<Stage, Fail> {
             return Err(arguments("FROM requires either one or three arguments".into()));
         }
     };
-    let flags = parse_flags(&req.node.flags, &[("platform", FlagType::String)]).map_err(flag_err)?;
+    let mut flags = parse_flags(req.flags, &[("platform", FlagType::String)]).map_err(flag_err)?;
     let doc_comment = name.as_deref().and_then(|n| doc_comment(&req.meta.comments, n));
     Ok(Stage {
         name,
@@ -1049,8 +1064,12 @@ fn parse_from(req: Request<'_, '_>) -> Result<Stage, Fail> {
 }
 
 /// Sources, heredoc sources and destination of COPY and ADD (`parseSourcesAndDest`).
-fn sources_and_dest(req: &mut Request<'_, '_>, cmd: &str) -> Result<(Vec<String>, Vec<SourceContent>, String), Fail> {
-    let (dest, srcs) = req.args.split_last_mut().ok_or_else(|| at_least_one(cmd))?;
+fn sources_and_dest(
+    args: &mut [Cow<'_, str>],
+    heredocs: &[Heredoc],
+    cmd: &str,
+) -> Result<(Vec<String>, Vec<SourceContent>, String), Fail> {
+    let (dest, srcs) = args.split_last_mut().ok_or_else(|| at_least_one(cmd))?;
     if matches!(parse_heredoc(dest), Ok(Some(_))) {
         return Err(arguments(format!("{cmd} cannot accept a heredoc as a destination")));
     }
@@ -1059,13 +1078,8 @@ fn sources_and_dest(req: &mut Request<'_, '_>, cmd: &str) -> Result<(Vec<String>
     for src in srcs {
         match parse_heredoc(src) {
             Ok(Some(doc)) => {
-                let body = req
-                    .heredocs
-                    .iter()
-                    .rev()
-                    .find(|h| h.name == doc.name)
-                    .map(|h| h.content.clone())
-                    .unwrap_or_default();
+                let body =
+                    heredocs.iter().rev().find(|h| h.name == doc.name).map(|h| h.content.clone()).unwrap_or_default();
                 let data = if doc.chomp { chomp_heredoc_content(&body) } else { body };
                 contents.push(SourceContent { path: doc.name, data, expand: doc.expand });
             }
@@ -1075,15 +1089,15 @@ fn sources_and_dest(req: &mut Request<'_, '_>, cmd: &str) -> Result<(Vec<String>
     Ok((paths, contents, take_arg(dest)))
 }
 
-fn parse_add(mut req: Request<'_, '_>) -> Result<AddCommand, Fail> {
+fn parse_add(req: Request<'_, '_>) -> Result<AddCommand, Fail> {
     if req.args.len() < 2 {
         return Err(arguments(
             "ADD requires at least two arguments, but only one was provided. Destination could not be determined"
                 .into(),
         ));
     }
-    let flags = parse_flags(
-        &req.node.flags,
+    let mut flags = parse_flags(
+        req.flags,
         &[
             ("chown", FlagType::String),
             ("chmod", FlagType::String),
@@ -1095,7 +1109,7 @@ fn parse_add(mut req: Request<'_, '_>) -> Result<AddCommand, Fail> {
         ],
     )
     .map_err(flag_err)?;
-    let (sources, source_contents, dest) = sources_and_dest(&mut req, "ADD")?;
+    let (sources, source_contents, dest) = sources_and_dest(req.args, &req.heredocs, "ADD")?;
     Ok(AddCommand {
         sources,
         source_contents,
@@ -1103,7 +1117,7 @@ fn parse_add(mut req: Request<'_, '_>) -> Result<AddCommand, Fail> {
         chown: flags.non_empty("chown"),
         chmod: flags.non_empty("chmod"),
         link: flags.bool("link"),
-        excludes: flags.strings("exclude").map(str::to_owned).collect(),
+        excludes: flags.take_strings("exclude"),
         keep_git_dir: flags.opt_bool("keep-git-dir"),
         checksum: flags.non_empty("checksum"),
         unpack: flags.opt_bool("unpack"),
@@ -1112,15 +1126,15 @@ fn parse_add(mut req: Request<'_, '_>) -> Result<AddCommand, Fail> {
     })
 }
 
-fn parse_copy(mut req: Request<'_, '_>) -> Result<CopyCommand, Fail> {
+fn parse_copy(req: Request<'_, '_>) -> Result<CopyCommand, Fail> {
     if req.args.len() < 2 {
         return Err(arguments(
             "COPY requires at least two arguments, but only one was provided. Destination could not be determined"
                 .into(),
         ));
     }
-    let flags = parse_flags(
-        &req.node.flags,
+    let mut flags = parse_flags(
+        req.flags,
         &[
             ("chown", FlagType::String),
             ("from", FlagType::String),
@@ -1131,7 +1145,7 @@ fn parse_copy(mut req: Request<'_, '_>) -> Result<CopyCommand, Fail> {
         ],
     )
     .map_err(flag_err)?;
-    let (sources, source_contents, dest) = sources_and_dest(&mut req, "COPY")?;
+    let (sources, source_contents, dest) = sources_and_dest(req.args, &req.heredocs, "COPY")?;
     Ok(CopyCommand {
         sources,
         source_contents,
@@ -1141,7 +1155,7 @@ fn parse_copy(mut req: Request<'_, '_>) -> Result<CopyCommand, Fail> {
         chmod: flags.non_empty("chmod"),
         link: flags.bool("link"),
         parents: flags.bool("parents"),
-        excludes: flags.strings("exclude").map(str::to_owned).collect(),
+        excludes: flags.take_strings("exclude"),
         heredocs: req.heredocs,
         meta: req.meta,
     })
@@ -1151,7 +1165,7 @@ fn parse_onbuild(req: Request<'_, '_>) -> Result<OnbuildCommand, Fail> {
     let Some(first) = req.args.first() else {
         return Err(at_least_one("ONBUILD"));
     };
-    no_flags(&req)?;
+    no_flags(req.flags)?;
     let trigger = first.trim_matches(char::is_whitespace).to_uppercase();
     match trigger.as_str() {
         "ONBUILD" => {
@@ -1183,9 +1197,9 @@ fn needs_no_expansion(value: &str) -> bool {
     !value.bytes().any(|b| matches!(b, b'$' | b'\'' | b'"' | b'\\' | b'`'))
 }
 
-fn parse_run(mut req: Request<'_, '_>) -> Result<RunCommand, Fail> {
-    let flags = parse_flags(
-        &req.node.flags,
+fn parse_run(req: Request<'_, '_>) -> Result<RunCommand, Fail> {
+    let mut flags = parse_flags(
+        req.flags,
         &[
             ("device", FlagType::Strings),
             ("mount", FlagType::Strings),
@@ -1198,11 +1212,12 @@ fn parse_run(mut req: Request<'_, '_>) -> Result<RunCommand, Fail> {
     for raw in flags.strings("device") {
         devices.push(mount::parse_device(raw).map_err(|m| (InstructionErrorKind::Mount, m))?);
     }
+    let flags_used = flags.used();
     let mut mounts = Vec::new();
-    for raw in flags.strings("mount") {
+    for raw in flags.take_strings("mount") {
         let parsed =
-            mount::precheck_and_parse(raw, needs_no_expansion(raw)).map_err(|m| (InstructionErrorKind::Mount, m))?;
-        mounts.push(RunMount { raw: raw.to_owned(), parsed });
+            mount::precheck_and_parse(&raw, needs_no_expansion(&raw)).map_err(|m| (InstructionErrorKind::Mount, m))?;
+        mounts.push(RunMount { raw, parsed });
     }
     let network = match flags.string("network") {
         None | Some("default") => NetworkMode::Default,
@@ -1219,7 +1234,7 @@ fn parse_run(mut req: Request<'_, '_>) -> Result<RunCommand, Fail> {
             return Err(flag_err(format!("security {} is not valid", go_quote(other))));
         }
     };
-    let cmd_line = shell_args(&mut req);
+    let cmd_line = shell_args(req.args, req.meta.json);
     Ok(RunCommand {
         cmd_line,
         prepend_shell: !req.meta.json,
@@ -1228,12 +1243,12 @@ fn parse_run(mut req: Request<'_, '_>) -> Result<RunCommand, Fail> {
         network,
         security,
         devices,
-        flags_used: flags.used(),
+        flags_used,
         meta: req.meta,
     })
 }
 
-fn parse_interval(flags: &Flags, name: &str) -> Result<Option<Duration>, Fail> {
+fn parse_interval(flags: &mut Flags<'_, '_>, name: &str) -> Result<Option<Duration>, Fail> {
     let Some(value) = flags.non_empty(name) else {
         return Ok(None);
     };
@@ -1262,8 +1277,8 @@ fn parse_healthcheck(req: Request<'_, '_>) -> Result<HealthcheckCommand, Fail> {
         }
         return Ok(HealthcheckCommand { health: Healthcheck::None, meta: req.meta });
     }
-    let flags = parse_flags(
-        &req.node.flags,
+    let mut flags = parse_flags(
+        req.flags,
         &[
             ("interval", FlagType::String),
             ("timeout", FlagType::String),
@@ -1288,10 +1303,10 @@ fn parse_healthcheck(req: Request<'_, '_>) -> Result<HealthcheckCommand, Fail> {
     }
     let mut test = vec![if req.meta.json { "CMD".to_owned() } else { "CMD-SHELL".to_owned() }];
     test.extend(cmd);
-    let interval = parse_interval(&flags, "interval")?;
-    let timeout = parse_interval(&flags, "timeout")?;
-    let start_period = parse_interval(&flags, "start-period")?;
-    let start_interval = parse_interval(&flags, "start-interval")?;
+    let interval = parse_interval(&mut flags, "interval")?;
+    let timeout = parse_interval(&mut flags, "timeout")?;
+    let start_period = parse_interval(&mut flags, "start-period")?;
+    let start_interval = parse_interval(&mut flags, "start-interval")?;
     let retries = match flags.non_empty("retries") {
         None => None,
         Some(v) => {
