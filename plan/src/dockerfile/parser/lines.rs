@@ -90,7 +90,8 @@ pub(super) fn node_from_line(
     depth: usize,
 ) -> Result<Node, ParseErrorKind> {
     let mut next = Vec::new();
-    let mut node = node_into(&line, escape, comments, depth, &mut next)?;
+    let mut node = Node::default();
+    node_into(&mut node, &line, escape, comments, depth, &mut next)?;
     node.original = line;
     if !next.is_empty() {
         node.next = next;
@@ -98,15 +99,17 @@ pub(super) fn node_from_line(
     Ok(node)
 }
 
-/// [`node_from_line`] with the arguments written to `args` (an ONBUILD's go to the node's
-/// `next` all the same: its trigger is a sub-tree), and `original` left empty.
+/// [`node_from_line`] into the empty node `node`, with the arguments written to `args` (an
+/// ONBUILD's go to the node's `next` all the same: its trigger is a sub-tree), and `original`
+/// left empty.
 pub(super) fn node_into<A: ArgSink>(
+    node: &mut Node,
     line: &str,
     escape: char,
     comments: Vec<String>,
     depth: usize,
     args_out: &mut A,
-) -> Result<Node, ParseErrorKind> {
+) -> Result<(), ParseErrorKind> {
     let (cmd, flags, args) = split_command(line, escape);
     let args = args.as_ref();
     let mut next = Vec::new();
@@ -148,8 +151,12 @@ pub(super) fn node_into<A: ArgSink>(
             }
         })
     })?;
-    let value = cmd.to_owned();
-    Ok(Node { value, flags, next, json, prev_comment: comments, ..Node::default() })
+    node.value = cmd.to_owned();
+    node.flags = flags;
+    node.next = next;
+    node.json = json;
+    node.prev_comment = comments;
+    Ok(())
 }
 
 /// Go's `unicode.IsSpace` applied to a single byte taken as a rune (Latin-1), as BuildKit's

@@ -474,23 +474,80 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 /// assert_eq!(err.line, 2);
 /// ```
 pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
-    let mut root = Node::default();
+    let mut tree = TreeSink { root: Node::default(), next: Vec::new() };
     // Every instruction starts a line: the line count bounds the children, and reserving it
     // once spares the regrowth copies of these large nodes.
-    root.children.reserve(count_newlines(input) + 1);
-    let mut next: Vec<Node> = Vec::new();
-    let (escape_token, directives, warnings) = parse_each(input, &mut next, |mut child, line, next| {
+    tree.root.children.reserve(count_newlines(input) + 1);
+    let (escape_token, directives, warnings) = parse_each(input, &mut tree)?;
+    Ok(ParseResult { ast: tree.root, escape_token, directives, warnings })
+}
+
+/// Where [`parse_each`] puts the instructions it reads: each is made in place (a node is large,
+/// and moving it from function to function is a copy each time).
+trait Sink<'a> {
+    /// Where argument values go.
+    type Args: lines::ArgSink;
+    /// A new empty node, already stored, for the next instruction, and the argument list.
+    fn slot(&mut self) -> (&mut Node, &mut Self::Args);
+    /// The instruction in the last slot is complete; `line` is its text.
+    fn finish(&mut self, line: Cow<'a, str>);
+}
+
+/// [`parse`]'s sink: the root node, arguments as leaf nodes.
+struct TreeSink {
+    root: Node,
+    next: Vec<Node>,
+}
+
+impl<'a> Sink<'a> for TreeSink {
+    type Args = Vec<Node>;
+
+    fn slot(&mut self) -> (&mut Node, &mut Vec<Node>) {
+        self.root.children.push(Node::default());
+        let child = self.root.children.last_mut().expect("just pushed");
+        (child, &mut self.next)
+    }
+
+    fn finish(&mut self, line: Cow<'a, str>) {
+        let first = self.root.children.len() == 1;
+        let Some(child) = self.root.children.last_mut() else { return };
         child.original = line.into_owned();
-        if !next.is_empty() {
-            child.next = std::mem::take(next);
+        if !self.next.is_empty() {
+            child.next = std::mem::take(&mut self.next);
         }
-        if root.children.is_empty() {
-            root.start_line = child.start_line;
+        if first {
+            self.root.start_line = child.start_line;
         }
-        root.end_line = child.end_line;
-        root.children.push(child);
-    })?;
-    Ok(ParseResult { ast: root, escape_token, directives, warnings })
+        self.root.end_line = child.end_line;
+    }
+}
+
+/// [`parse_flat`]'s sink.
+struct FlatSink<'a> {
+    instructions: Vec<FlatInstruction<'a>>,
+    args: Vec<Cow<'static, str>>,
+}
+
+impl<'a> Sink<'a> for FlatSink<'a> {
+    type Args = Vec<Cow<'static, str>>;
+
+    fn slot(&mut self) -> (&mut Node, &mut Self::Args) {
+        let start = self.args.len();
+        self.instructions.push(FlatInstruction {
+            node: Node::default(),
+            original: Cow::Borrowed(""),
+            args: start..start,
+        });
+        let last = self.instructions.last_mut().expect("just pushed");
+        (&mut last.node, &mut self.args)
+    }
+
+    fn finish(&mut self, line: Cow<'a, str>) {
+        if let Some(last) = self.instructions.last_mut() {
+            last.original = line;
+            last.args.end = self.args.len();
+        }
+    }
 }
 
 /// An instruction node with its argument values kept apart, for a caller that wants only the
@@ -524,23 +581,17 @@ pub(crate) struct FlatParse<'a> {
 /// [`parse`], the arguments of each instruction as a flat list of values.
 pub(crate) fn parse_flat(input: &[u8]) -> Result<FlatParse<'_>, ParseError> {
     let lines = count_newlines(input) + 1;
-    let mut instructions = Vec::with_capacity(lines);
-    let mut args = Vec::with_capacity(lines);
-    let mut start = 0;
-    let (escape_token, directives, warnings) = parse_each(input, &mut args, |node, original, args| {
-        instructions.push(FlatInstruction { node, original, args: start..args.len() });
-        start = args.len();
-    })?;
-    Ok(FlatParse { instructions, args, escape_token, directives, warnings })
+    let mut flat = FlatSink { instructions: Vec::with_capacity(lines), args: Vec::with_capacity(lines) };
+    let (escape_token, directives, warnings) = parse_each(input, &mut flat)?;
+    Ok(FlatParse { instructions: flat.instructions, args: flat.args, escape_token, directives, warnings })
 }
 
-/// The parser: writes each instruction's arguments to `args` and hands the instruction (its
-/// `original` left empty) to `each` with its line and them, and returns the escape token,
-/// directives and warnings.
-fn parse_each<'a, A: lines::ArgSink>(
+/// The parser: makes each instruction in a slot of `sink` (its `original` left empty, its line
+/// handed to the sink when it is complete), and returns the escape token, directives and
+/// warnings.
+fn parse_each<'a>(
     input: &'a [u8],
-    args: &mut A,
-    mut each: impl FnMut(Node, Cow<'a, str>, &mut A),
+    sink: &mut impl Sink<'a>,
 ) -> Result<(char, Vec<Directive>, Vec<Warning>), ParseError> {
     use ParseErrorKind as K;
     if input.len() > MAX_DOCKERFILE_SIZE {
@@ -630,7 +681,8 @@ fn parse_each<'a, A: lines::ArgSink>(
             });
         }
 
-        let mut child = lines::node_into(&line, escape, std::mem::take(&mut comments), 0, args)
+        let (child, args) = sink.slot();
+        lines::node_into(child, &line, escape, std::mem::take(&mut comments), 0, args)
             .map_err(|kind| ParseError::new(start_line, current_line, kind))?;
 
         if line.contains("<<") && child.can_contain_heredoc() {
@@ -662,7 +714,7 @@ fn parse_each<'a, A: lines::ArgSink>(
         child.start_line = start_line;
         child.end_line = current_line;
         count += 1;
-        each(child, line, args);
+        sink.finish(line);
     }
 
     if count == 0 {
