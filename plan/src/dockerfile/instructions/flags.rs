@@ -85,14 +85,10 @@ impl Flags<'_, '_> {
     }
 
     /// Every value of a repeatable flag, in order, taken.
-    pub(super) fn take_strings(&mut self, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for arg in self.args.iter_mut() {
-            if let Some(Some(_)) = value_of(arg, name) {
-                out.push(take_value(arg, name));
-            }
-        }
-        out
+    pub(super) fn take_strings<'s>(&'s mut self, name: &'s str) -> impl Iterator<Item = String> + 's {
+        self.args
+            .iter_mut()
+            .filter_map(move |arg| matches!(value_of(arg, name), Some(Some(_))).then(|| take_value(arg, name)))
     }
 
     /// Names of the flags given, in first-use order (ask before taking values).

@@ -1117,7 +1117,7 @@ fn parse_add(req: Request<'_, '_>) -> Result<AddCommand, Fail> {
         chown: flags.non_empty("chown"),
         chmod: flags.non_empty("chmod"),
         link: flags.bool("link"),
-        excludes: flags.take_strings("exclude"),
+        excludes: flags.take_strings("exclude").collect(),
         keep_git_dir: flags.opt_bool("keep-git-dir"),
         checksum: flags.non_empty("checksum"),
         unpack: flags.opt_bool("unpack"),
@@ -1155,7 +1155,7 @@ fn parse_copy(req: Request<'_, '_>) -> Result<CopyCommand, Fail> {
         chmod: flags.non_empty("chmod"),
         link: flags.bool("link"),
         parents: flags.bool("parents"),
-        excludes: flags.take_strings("exclude"),
+        excludes: flags.take_strings("exclude").collect(),
         heredocs: req.heredocs,
         meta: req.meta,
     })
