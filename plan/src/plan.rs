@@ -311,7 +311,7 @@ pub enum Mount {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
         /// `shared`, `private` or `locked`.
-        sharing: String,
+        sharing: Cow<'static, str>,
         /// Read-only.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         readonly: bool,

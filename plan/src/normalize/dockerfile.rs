@@ -22,7 +22,8 @@ use crate::dockerfile::parser::{self, ParseErrorKind};
 use crate::dockerfile::shell::{EnvGetter, Lex};
 use crate::plan::{Command, CopyFrom, Healthcheck, Heredoc, Mount, Op, PlanStep, Stage};
 use crate::reference::{BaseImage, ImageRef};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -36,23 +37,67 @@ const SECRET_ALLOW_TOKENS: &[&str] = &["public", "file", "version"];
 
 /// An ordered variable list where setting a name replaces it in place (BuildKit's `EnvList`).
 /// Names and values are shared, so that a stage inherits its parent's list without copying text.
+///
+/// A chain of stages inherits every variable, so the list grows long: names are found through
+/// an index from a fingerprint of the name to its position. Two names with one fingerprint are
+/// possible; the index holds the first, and a lookup that finds another name there falls back
+/// to scanning the list.
 #[derive(Debug, Clone, Default)]
-struct EnvList(Vec<(Rc<str>, Rc<str>)>);
+struct EnvList {
+    entries: Vec<(Rc<str>, Rc<str>)>,
+    index: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
+}
+
+/// FNV-1a of a variable name: cheap for short names.
+fn fingerprint(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The hasher of [`EnvList`]'s index, whose keys are already hashes.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 impl EnvList {
+    fn position(&self, key: &str) -> Option<usize> {
+        let i = *self.index.get(&fingerprint(key))?;
+        if &*self.entries[i].0 == key {
+            return Some(i);
+        }
+        self.entries.iter().position(|(k, _)| &**k == key)
+    }
+
     fn set(&mut self, key: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| &**k == key) {
-            Some(entry) => entry.1 = value.into(),
-            None => self.0.push((key.into(), value.into())),
+        match self.position(key) {
+            Some(i) => self.entries[i].1 = value.into(),
+            None => {
+                self.index.entry(fingerprint(key)).or_insert(self.entries.len());
+                self.entries.push((key.into(), value.into()));
+            }
         }
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| &**v)
+        self.position(key).map(|i| &*self.entries[i].1)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.iter().map(|(k, _)| &**k).collect()
+        self.entries.iter().map(|(k, _)| &**k).collect()
     }
 }
 
@@ -69,7 +114,9 @@ impl EnvGetter for EnvList {
 struct Ctx<'a> {
     /// Shared by every span, so that a span costs no allocation.
     file: Arc<str>,
-    lines: Vec<&'a str>,
+    text: &'a str,
+    /// The text's lines, split when a span first needs a column.
+    lines: std::cell::OnceCell<Vec<&'a str>>,
     lex: Lex,
     linter: Linter,
     diagnostics: Vec<Diagnostic>,
@@ -77,10 +124,11 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn span(&self, line: usize, end_line: usize, needle: Option<&str>) -> Span {
-        let column = needle
-            .filter(|n| !n.is_empty())
-            .and_then(|n| line.checked_sub(1).and_then(|i| <[&str]>::get(&self.lines, i)).and_then(|text| text.find(n)))
-            .map_or(1, |byte| self.lines[line - 1][..byte].chars().count() + 1);
+        let column = needle.filter(|n| !n.is_empty()).map_or(1, |n| {
+            let lines = self.lines.get_or_init(|| self.text.lines().collect());
+            let text = line.checked_sub(1).and_then(|i| <[&str]>::get(lines, i));
+            text.and_then(|text| Some(text[..text.find(n)?].chars().count() + 1)).unwrap_or(1)
+        });
         Span::Dockerfile { file: Arc::clone(&self.file), line, column, end_line: end_line.max(line) }
     }
 
@@ -180,7 +228,8 @@ pub(super) fn normalize(
 ) -> Vec<Stage> {
     let mut ctx = Ctx {
         file: file.into(),
-        lines: text.lines().collect(),
+        text,
+        lines: std::cell::OnceCell::new(),
         lex: Lex::new('\\'),
         linter: Linter::default(),
         diagnostics: Vec::new(),
@@ -208,7 +257,7 @@ fn parse_error_code(kind: &ParseErrorKind) -> &'static str {
 }
 
 fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx: &mut Ctx<'_>) -> Vec<Stage> {
-    let parsed = match parser::parse(text.as_bytes()) {
+    let parsed = match parser::parse_flat(text.as_bytes()) {
         Ok(parsed) => parsed,
         Err(e) => {
             let span = ctx.span(e.line.max(1), e.end_line.max(e.line).max(1), None);
@@ -234,8 +283,17 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
     }
     // Read before the typed instructions take the instruction text from the tree; reported
     // after their errors, as before.
-    let malformed: Vec<Diagnostic> = parsed.ast.children.iter().filter_map(|node| malformed_json(node, ctx)).collect();
-    let mut typed = instructions::parse_owned(parsed.ast);
+    let mut malformed = Vec::new();
+    let mut facts = TreeFacts { one_casing: true, maintainer: false };
+    // A keyword of neither casing (`Run`) is inconsistent whatever the others are.
+    let first_casing = parsed.instructions.first().map(|f| casing(&f.node.value)).filter(|&c| c != (false, false));
+    for flat in &parsed.instructions {
+        let node = &flat.node;
+        malformed.extend(malformed_json(node, &flat.original, ctx));
+        facts.one_casing &= Some(casing(&node.value)) == first_casing;
+        facts.maintainer |= node.value.eq_ignore_ascii_case("maintainer");
+    }
+    let mut typed = instructions::parse_owned(parsed.instructions, parsed.args);
     // Held apart from the stages so that each stage's instructions can be dropped once dispatched.
     let commands: Vec<Vec<Instr>> = typed.stages.iter_mut().map(|s| std::mem::take(&mut s.commands)).collect();
     for error in &typed.errors {
@@ -279,17 +337,34 @@ fn normalize_parsed(text: &str, template: &Template, options: &PlanOptions, ctx:
         }
         return Vec::new();
     }
-    Dispatcher::new(ctx, &typed, template, options).run(commands)
+    Dispatcher::new(ctx, &typed, template, options).run(commands, facts)
+}
+
+/// What the stage lints need to know about the whole tree, gathered while it is read anyway, so
+/// that they need not walk every instruction again when there is nothing to report.
+#[derive(Clone, Copy)]
+struct TreeFacts {
+    /// Every keyword has the same casing class (see [`casing`]), lowercase or uppercase, so
+    /// none is inconsistent.
+    one_casing: bool,
+    /// Some instruction is a MAINTAINER.
+    maintainer: bool,
+}
+
+/// A keyword's casing class: lowercase, uppercase, or neither.
+fn casing(keyword: &str) -> (bool, bool) {
+    (is_lowercase(keyword), is_uppercase(keyword))
 }
 
 /// Instructions whose arguments start with `[` but did not parse as a JSON array run in shell
 /// form, which is almost never what was meant.
-fn malformed_json(node: &parser::Node, ctx: &Ctx<'_>) -> Option<Diagnostic> {
+fn malformed_json(node: &parser::Node, original: &str, ctx: &Ctx<'_>) -> Option<Diagnostic> {
     const JSON_FORMS: &[&str] = &["cmd", "entrypoint", "run", "shell", "volume", "copy", "add"];
-    if node.json || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value)) {
+    // Most instructions hold no `[` at all: that settles them without splitting words.
+    if node.json || !original.contains('[') || !JSON_FORMS.iter().any(|form| form.eq_ignore_ascii_case(&node.value)) {
         return None;
     }
-    let rest = node.original.trim_start();
+    let rest = original.trim_start();
     let rest = rest.get(node.value.len()..).unwrap_or_default();
     let mut words = rest.split_whitespace().skip_while(|w| w.starts_with("--"));
     if !words.next().is_some_and(|w| w.starts_with('[')) {
@@ -396,9 +471,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     }
 
     /// Dispatches the stages; `commands` are each stage's instructions (taken out of the stages).
-    fn run(mut self, commands: Vec<Vec<Instr>>) -> Vec<Stage> {
+    fn run(mut self, commands: Vec<Vec<Instr>>, facts: TreeFacts) -> Vec<Stage> {
         let stages = &self.typed.stages;
-        self.stage_lints(&commands);
+        self.stage_lints(&commands, facts);
 
         let target_index = match &self.template.target {
             Some(target) => match stages.iter().position(|s| s.name.as_deref() == Some(target.to_lowercase().as_str()))
@@ -438,7 +513,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             }
         }
         self.global_args = self.meta_args(defaults.clone(), true, true);
-        for (key, _) in &defaults.0 {
+        for (key, _) in &defaults.entries {
             self.declared_global.insert(key.to_string());
         }
 
@@ -494,9 +569,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             .collect()
     }
 
-    fn stage_lints(&mut self, commands: &[Vec<Instr>]) {
+    fn casing_lints(&mut self, commands: &[Vec<Instr>]) {
         let stages = &self.typed.stages;
-        let mut seen = BTreeSet::new();
         let (mut lower, mut upper) = (0usize, 0usize);
         let keywords: Vec<&CommandMeta> = stages
             .iter()
@@ -521,14 +595,23 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 );
             }
         }
+    }
+
+    fn stage_lints(&mut self, commands: &[Vec<Instr>], facts: TreeFacts) {
+        let stages = &self.typed.stages;
+        let mut seen = BTreeSet::new();
+        if !facts.one_casing {
+            self.casing_lints(commands);
+        }
         for (stage, commands) in stages.iter().zip(commands) {
             if let (Some(original), Some(as_keyword)) = (&stage.original_name, &stage.as_keyword) {
-                let span = self.ctx.meta_span(&stage.meta, Some(original));
+                // Spans are made only for a finding: a column needs the line's text.
                 if original != &original.to_lowercase() {
+                    let span = self.ctx.meta_span(&stage.meta, Some(original));
                     self.ctx.lint(
                         lint::STAGE_NAME_CASING,
                         format!("Stage name '{original}' should be lowercase"),
-                        span.clone(),
+                        span,
                     );
                 }
                 let from = &stage.meta.keyword;
@@ -540,6 +623,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     false
                 };
                 if mismatch {
+                    let span = self.ctx.meta_span(&stage.meta, Some(original));
                     self.ctx.lint(
                         lint::FROM_AS_CASING,
                         format!("'{as_keyword}' and '{from}' keywords' casing do not match"),
@@ -548,15 +632,17 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 }
             }
             if let Some(name) = &stage.name {
-                let span = self.ctx.meta_span(&stage.meta, stage.original_name.as_deref());
+                let needle = stage.original_name.as_deref();
                 if RESERVED_STAGE_NAMES.contains(&name.as_str()) {
+                    let span = self.ctx.meta_span(&stage.meta, needle);
                     self.ctx.lint(
                         lint::RESERVED_STAGE_NAME,
                         format!("Stage name should not use the same name as reserved stage \"{name}\""),
-                        span.clone(),
+                        span,
                     );
                 }
                 if !seen.insert(name.clone()) {
+                    let span = self.ctx.meta_span(&stage.meta, needle);
                     self.ctx
                         .error(
                             "DuplicateStageName",
@@ -567,14 +653,17 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                         Some("`--from` and FROM would silently pick the last stage of that name; rename one".into());
                 }
             }
-            for command in commands {
-                if let Instr::Maintainer(m) = command {
-                    let span = self.ctx.meta_span(&m.meta, None);
-                    self.ctx.lint(
-                        lint::MAINTAINER_DEPRECATED,
-                        "Maintainer instruction is deprecated in favor of using label",
-                        span,
-                    );
+            // MAINTAINER is rare: the instructions are only walked when the tree has one.
+            if facts.maintainer {
+                for command in commands {
+                    if let Instr::Maintainer(m) = command {
+                        let span = self.ctx.meta_span(&m.meta, None);
+                        self.ctx.lint(
+                            lint::MAINTAINER_DEPRECATED,
+                            "Maintainer instruction is deprecated in favor of using label",
+                            span,
+                        );
+                    }
                 }
             }
         }
@@ -645,11 +734,12 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
     fn check_platform(&mut self, platform: &str, stage_name: Option<&str>, meta: &CommandMeta) {
         let expansion = self.ctx.lex.process_word_with_matches(platform, &self.global_args);
         self.report_undefined_from_args(&expansion.unmatched, meta);
-        let span = self.ctx.meta_span(meta, Some("--platform"));
+        // The span (whose column needs the line's text) is made only for a finding.
+        let span = |ctx: &Ctx<'_>| ctx.meta_span(meta, Some("--platform"));
         let result = match expansion.value {
             Ok(r) => r,
             Err(e) => {
-                self.ctx.error("ExpansionError", e.to_string(), span);
+                self.ctx.error("ExpansionError", e.to_string(), span(self.ctx));
                 return;
             }
         };
@@ -663,11 +753,15 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 format!(
                     "Setting platform to predefined {platform} in FROM is redundant as this is the default behavior"
                 ),
-                span.clone(),
+                span(self.ctx),
             );
         }
         if result.is_empty() {
-            self.ctx.error("InvalidPlatform", format!("empty platform value from expression {platform}"), span);
+            self.ctx.error(
+                "InvalidPlatform",
+                format!("empty platform value from expression {platform}"),
+                span(self.ctx),
+            );
             return;
         }
         match parse_platform(&result) {
@@ -678,12 +772,16 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     self.ctx.lint(
                         lint::FROM_PLATFORM_FLAG_CONST_DISALLOWED,
                         format!("FROM --platform flag should not use constant value \"{result}\""),
-                        span,
+                        span(self.ctx),
                     );
                 }
             }
             Err(message) => {
-                self.ctx.error("InvalidPlatform", format!("failed to parse platform {platform}: {message}"), span);
+                self.ctx.error(
+                    "InvalidPlatform",
+                    format!("failed to parse platform {platform}: {message}"),
+                    span(self.ctx),
+                );
             }
         }
     }
@@ -849,8 +947,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         state.steps.reserve_exact(commands.len());
         // Each instruction is dropped once its step is made, so the steps reuse its memory.
         for command in commands {
-            if let Some(op) = self.dispatch(&command, &mut state, plan_index) {
-                let span = self.ctx.meta_span(command.meta(), None);
+            let location = command.meta().location;
+            if let Some(op) = self.dispatch(command, &mut state, plan_index) {
+                let span = self.ctx.span(location.start_line, location.end_line, None);
                 state.steps.push(PlanStep { span, no_cache: false, op });
             }
         }
@@ -871,6 +970,14 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
+    /// [`Dispatcher::expand`] taking the word: one with nothing to expand is returned as it is.
+    fn expand_owned(&mut self, word: String, state: &StageState, meta: &CommandMeta) -> String {
+        if self.ctx.lex.is_literal(&word) && !word.starts_with('\u{feff}') {
+            return word;
+        }
+        self.expand(&word, state, meta)
+    }
+
     fn report_undefined(&mut self, unmatched: &BTreeSet<String>, state: &StageState, meta: &CommandMeta) {
         for name in unmatched {
             let declared = state.args.iter().any(|(k, _)| k == name);
@@ -887,12 +994,14 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         }
     }
 
-    fn dispatch(&mut self, command: &Instr, state: &mut StageState, plan_index: &BTreeMap<usize, usize>) -> Option<Op> {
-        let meta = command.meta();
+    /// The step for one instruction; the instruction's strings move into it where they need
+    /// no expansion.
+    fn dispatch(&mut self, command: Instr, state: &mut StageState, plan_index: &BTreeMap<usize, usize>) -> Option<Op> {
         match command {
             Instr::Env(c) => {
-                let mut vars = Vec::new();
-                for pair in &c.env {
+                let meta = &c.meta;
+                let mut vars = Vec::with_capacity(c.env.len());
+                for pair in c.env {
                     if pair.no_delim {
                         let span = self.ctx.meta_span(meta, None);
                         self.ctx.lint(
@@ -901,8 +1010,8 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                             span,
                         );
                     }
-                    let key = self.expand(&pair.key, state, meta);
-                    let value = self.expand(&pair.value, state, meta);
+                    let key = self.expand_owned(pair.key, state, meta);
+                    let value = self.expand_owned(pair.value, state, meta);
                     self.check_secret_key("ENV", &key, meta);
                     state.env.set(&key, &value);
                     vars.push((key, value));
@@ -910,6 +1019,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 Some(Op::Env { vars })
             }
             Instr::Arg(c) => {
+                let meta = &c.meta;
                 for pair in &c.args {
                     self.check_secret_key("ARG", &pair.key, meta);
                     let value = match self.options.build_args.get(&pair.key) {
@@ -931,6 +1041,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             Instr::Copy(c) => self.dispatch_copy(c, state, plan_index),
             Instr::Add(c) => Some(self.dispatch_add(c, state)),
             Instr::Workdir(c) => {
+                let meta = &c.meta;
                 let path = self.expand(&c.path, state, meta);
                 if !state.workdir_set && !path.starts_with('/') {
                     let span = self.ctx.meta_span(meta, Some(&c.path));
@@ -944,26 +1055,27 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                 state.workdir = join_workdir(&state.workdir, &path);
                 Some(Op::Workdir { path: state.workdir.clone() })
             }
-            Instr::User(c) => Some(Op::User { user: self.expand(&c.user, state, meta) }),
+            Instr::User(c) => Some(Op::User { user: self.expand_owned(c.user, state, &c.meta) }),
             Instr::Cmd(c) => {
-                self.used_once("CMD", meta, |s| &mut s.cmd_at, state);
-                Some(Op::Cmd { command: self.shell_dependent(&c.cmd_line, c.prepend_shell, "CMD", state, meta) })
+                self.used_once("CMD", &c.meta, |s| &mut s.cmd_at, state);
+                Some(Op::Cmd { command: self.shell_dependent(c.cmd_line, c.prepend_shell, "CMD", state, &c.meta) })
             }
             Instr::Entrypoint(c) => {
-                self.used_once("ENTRYPOINT", meta, |s| &mut s.entrypoint_at, state);
+                self.used_once("ENTRYPOINT", &c.meta, |s| &mut s.entrypoint_at, state);
                 Some(Op::Entrypoint {
-                    command: self.shell_dependent(&c.cmd_line, c.prepend_shell, "ENTRYPOINT", state, meta),
+                    command: self.shell_dependent(c.cmd_line, c.prepend_shell, "ENTRYPOINT", state, &c.meta),
                 })
             }
             Instr::Shell(c) => {
                 state.shell = c.shell.as_slice().into();
                 state.shell_set = true;
-                Some(Op::Shell { argv: c.shell.clone() })
+                Some(Op::Shell { argv: c.shell })
             }
-            Instr::Expose(c) => Some(Op::Expose { ports: self.expose_ports(&c.ports, state, meta) }),
+            Instr::Expose(c) => Some(Op::Expose { ports: self.expose_ports(&c.ports, state, &c.meta) }),
             Instr::Label(c) => {
-                let mut labels = Vec::new();
-                for pair in &c.labels {
+                let meta = &c.meta;
+                let mut labels = Vec::with_capacity(c.labels.len());
+                for pair in c.labels {
                     if pair.no_delim {
                         let span = self.ctx.meta_span(meta, None);
                         self.ctx.lint(
@@ -972,19 +1084,19 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                             span,
                         );
                     }
-                    labels.push((self.expand(&pair.key, state, meta), self.expand(&pair.value, state, meta)));
+                    labels.push((self.expand_owned(pair.key, state, meta), self.expand_owned(pair.value, state, meta)));
                 }
                 Some(Op::Label { labels })
             }
-            Instr::Volume(c) => {
-                Some(Op::Volume { paths: c.volumes.iter().map(|v| self.expand(v, state, meta)).collect() })
-            }
-            Instr::StopSignal(c) => Some(Op::StopSignal { signal: self.expand(&c.signal, state, meta) }),
+            Instr::Volume(c) => Some(Op::Volume {
+                paths: c.volumes.into_iter().map(|v| self.expand_owned(v, state, &c.meta)).collect(),
+            }),
+            Instr::StopSignal(c) => Some(Op::StopSignal { signal: self.expand_owned(c.signal, state, &c.meta) }),
             Instr::Healthcheck(c) => {
-                self.used_once("HEALTHCHECK", meta, |s| &mut s.healthcheck_at, state);
+                self.used_once("HEALTHCHECK", &c.meta, |s| &mut s.healthcheck_at, state);
                 let ns =
                     |d: Option<std::time::Duration>| d.map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-                let check = match &c.health {
+                let check = match c.health {
                     InstrHealthcheck::None => Healthcheck {
                         test: vec!["NONE".into()],
                         interval_ns: 0,
@@ -995,19 +1107,19 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     },
                     InstrHealthcheck::Cmd { test, interval, timeout, start_period, start_interval, retries } => {
                         Healthcheck {
-                            test: test.clone(),
-                            interval_ns: ns(*interval),
-                            timeout_ns: ns(*timeout),
-                            start_period_ns: ns(*start_period),
-                            start_interval_ns: ns(*start_interval),
+                            test,
+                            interval_ns: ns(interval),
+                            timeout_ns: ns(timeout),
+                            start_period_ns: ns(start_period),
+                            start_interval_ns: ns(start_interval),
                             retries: retries.unwrap_or(0),
                         }
                     }
                 };
                 Some(Op::Healthcheck { check })
             }
-            Instr::Onbuild(c) => Some(Op::OnBuild { expression: c.expression.clone() }),
-            Instr::Maintainer(c) => Some(Op::Label { labels: vec![("maintainer".into(), c.maintainer.clone())] }),
+            Instr::Onbuild(c) => Some(Op::OnBuild { expression: c.expression }),
+            Instr::Maintainer(c) => Some(Op::Label { labels: vec![("maintainer".into(), c.maintainer)] }),
         }
     }
 
@@ -1041,7 +1153,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
 
     fn shell_dependent(
         &mut self,
-        cmd_line: &[String],
+        cmd_line: Vec<String>,
         prepend_shell: bool,
         name: &str,
         state: &StageState,
@@ -1058,9 +1170,9 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
                     span,
                 );
             }
-            Command::Shell(cmd_line.join(" "))
+            Command::Shell(join_words(cmd_line))
         } else {
-            Command::Exec(cmd_line.to_vec())
+            Command::Exec(cmd_line)
         }
     }
 
@@ -1113,11 +1225,11 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
         out
     }
 
-    fn dispatch_run(&mut self, c: &RunCommand, state: &mut StageState) -> Op {
+    fn dispatch_run(&mut self, c: RunCommand, state: &mut StageState) -> Op {
         let meta = &c.meta;
-        let mut mounts = Vec::new();
-        for mount in &c.mounts {
-            if let Some(m) = &mount.parsed {
+        let mut mounts = Vec::with_capacity(c.mounts.len());
+        for mount in c.mounts {
+            if let Some(m) = mount.parsed {
                 mounts.push(plan_mount(m, mounts.len()));
                 continue;
             }
@@ -1131,7 +1243,7 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             });
             self.report_undefined(&unmatched, state, meta);
             match parsed {
-                Ok(m) => mounts.push(plan_mount(&m, mounts.len())),
+                Ok(m) => mounts.push(plan_mount(m, mounts.len())),
                 Err(message) => {
                     let span = self.ctx.meta_span(meta, Some("--mount"));
                     self.ctx.error("InvalidMount", message, span);
@@ -1143,15 +1255,14 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             self.ctx.error("EmptyRun", "RUN has no command", span).hint =
                 Some("give a shell command or a JSON array".into());
         }
-        let command =
-            if c.prepend_shell { Command::Shell(c.cmd_line.join(" ")) } else { Command::Exec(c.cmd_line.clone()) };
+        let command = if c.prepend_shell { Command::Shell(join_words(c.cmd_line)) } else { Command::Exec(c.cmd_line) };
         Op::Run {
             command,
             shell: Arc::clone(&state.shell),
             heredocs: c
                 .heredocs
-                .iter()
-                .map(|h| Heredoc { name: h.name.clone(), content: h.content.clone(), expand: h.expand })
+                .into_iter()
+                .map(|h| Heredoc { name: h.name, content: h.content, expand: h.expand })
                 .collect(),
             mounts,
             network: match c.network {
@@ -1210,15 +1321,15 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
 
     fn dispatch_copy(
         &mut self,
-        c: &CopyCommand,
+        c: CopyCommand,
         state: &mut StageState,
         plan_index: &BTreeMap<usize, usize>,
     ) -> Option<Op> {
         let meta = &c.meta;
-        let sources: Vec<String> = c.sources.iter().map(|s| self.expand(s, state, meta)).collect();
-        let dest = self.expand(&c.dest, state, meta);
-        let chown = c.chown.as_ref().map(|v| self.expand(v, state, meta));
-        let chmod = c.chmod.as_ref().map(|v| self.expand(v, state, meta));
+        let sources: Vec<String> = c.sources.into_iter().map(|s| self.expand_owned(s, state, meta)).collect();
+        let dest = self.expand_owned(c.dest, state, meta);
+        let chown = c.chown.map(|v| self.expand_owned(v, state, meta));
+        let chmod = c.chmod.map(|v| self.expand_owned(v, state, meta));
         let from = match &c.from {
             None => {
                 self.check_context_sources(&sources, meta, false);
@@ -1233,35 +1344,35 @@ impl<'c, 'a> Dispatcher<'c, 'a> {
             add: false,
             from,
             sources,
-            dest: join_dest(&state.workdir, &dest),
+            dest: join_dest(&state.workdir, dest),
             heredocs: self.heredoc_sources(&c.source_contents, state, meta),
             chown,
             chmod,
             link: c.link,
-            exclude: c.excludes.clone(),
+            exclude: c.excludes,
             parents: c.parents,
             checksum: None,
             keep_git_dir: false,
         })
     }
 
-    fn dispatch_add(&mut self, c: &AddCommand, state: &mut StageState) -> Op {
+    fn dispatch_add(&mut self, c: AddCommand, state: &mut StageState) -> Op {
         let meta = &c.meta;
-        let sources: Vec<String> = c.sources.iter().map(|s| self.expand(s, state, meta)).collect();
+        let sources: Vec<String> = c.sources.into_iter().map(|s| self.expand_owned(s, state, meta)).collect();
         self.check_context_sources(&sources, meta, true);
-        let dest = self.expand(&c.dest, state, meta);
+        let dest = self.expand_owned(c.dest, state, meta);
         Op::Copy {
             add: true,
             from: CopyFrom::Context,
             sources,
-            dest: join_dest(&state.workdir, &dest),
+            dest: join_dest(&state.workdir, dest),
             heredocs: self.heredoc_sources(&c.source_contents, state, meta),
-            chown: c.chown.as_ref().map(|v| self.expand(v, state, meta)),
-            chmod: c.chmod.as_ref().map(|v| self.expand(v, state, meta)),
+            chown: c.chown.map(|v| self.expand_owned(v, state, meta)),
+            chmod: c.chmod.map(|v| self.expand_owned(v, state, meta)),
             link: c.link,
-            exclude: c.excludes.clone(),
+            exclude: c.excludes,
             parents: false,
-            checksum: c.checksum.as_ref().map(|v| self.expand(v, state, meta)),
+            checksum: c.checksum.map(|v| self.expand_owned(v, state, meta)),
             keep_git_dir: c.keep_git_dir.unwrap_or(false),
         }
     }
@@ -1286,15 +1397,17 @@ impl StageState {
     }
 }
 
-fn plan_mount(m: &InstrMount, position: usize) -> Mount {
-    let target = m.target.clone().unwrap_or_default();
+fn plan_mount(m: InstrMount, position: usize) -> Mount {
     match m.kind {
-        MountType::Bind => {
-            Mount::Bind { target, source: m.source.clone(), from: m.from.clone(), readwrite: !m.read_only }
-        }
+        MountType::Bind => Mount::Bind {
+            target: m.target.unwrap_or_default(),
+            source: m.source,
+            from: m.from,
+            readwrite: !m.read_only,
+        },
         MountType::Cache => Mount::Cache {
-            target,
-            id: m.id.clone(),
+            target: m.target.unwrap_or_default(),
+            id: m.id,
             sharing: match m.sharing.unwrap_or(ShareMode::Shared) {
                 ShareMode::Shared => "shared",
                 ShareMode::Private => "private",
@@ -1302,20 +1415,23 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
             }
             .into(),
             readonly: m.read_only,
-            from: m.from.clone(),
-            source: m.source.clone(),
+            from: m.from,
+            source: m.source,
             mode: m.mode,
             uid: m.uid,
             gid: m.gid,
         },
-        MountType::Tmpfs => Mount::Tmpfs { target, size: m.size_limit.and_then(|s| u64::try_from(s).ok()) },
+        MountType::Tmpfs => Mount::Tmpfs {
+            target: m.target.unwrap_or_default(),
+            size: m.size_limit.and_then(|s| u64::try_from(s).ok()),
+        },
         MountType::Secret => {
-            let id = m.id.clone().unwrap_or_else(|| {
+            let id = m.id.unwrap_or_else(|| {
                 m.target.as_deref().and_then(|t| t.rsplit('/').next()).unwrap_or_default().to_string()
             });
-            let env = m.env.clone().filter(|e| !e.is_empty());
-            let target = match (&m.target, &env) {
-                (Some(t), _) => Some(t.clone()),
+            let env = m.env.filter(|e| !e.is_empty());
+            let target = match (m.target, &env) {
+                (Some(t), _) => Some(t),
                 (None, Some(_)) => None,
                 (None, None) => Some(format!("/run/secrets/{id}")),
             };
@@ -1330,8 +1446,8 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
             }
         }
         MountType::Ssh => Mount::Ssh {
-            id: m.id.clone().unwrap_or_else(|| "default".into()),
-            target: Some(m.target.clone().unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{position}"))),
+            id: m.id.unwrap_or_else(|| "default".into()),
+            target: Some(m.target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{position}"))),
             required: m.required,
             mode: m.mode.unwrap_or(0o600),
             uid: m.uid.unwrap_or(0),
@@ -1340,26 +1456,34 @@ fn plan_mount(m: &InstrMount, position: usize) -> Mount {
     }
 }
 
+/// The words of a shell-form command joined by spaces, the usual single word moved as it is.
+fn join_words(mut words: Vec<String>) -> String {
+    if words.len() == 1 { words.pop().unwrap_or_default() } else { words.join(" ") }
+}
+
 /// `path.Join(current, requested)` cleaned, as BuildKit's `NormalizeWorkdir`.
 fn join_workdir(current: &str, requested: &str) -> String {
-    if requested.starts_with('/') { clean_path(requested) } else { clean_path(&format!("{current}/{requested}")) }
+    if requested.starts_with('/') { clean_path(requested, "") } else { clean_path(current, requested) }
 }
 
 /// A relative COPY destination is relative to the WORKDIR; a trailing `/` (directory) is kept.
-fn join_dest(workdir: &str, dest: &str) -> String {
+/// An absolute one is kept as it is.
+fn join_dest(workdir: &str, dest: String) -> String {
     if dest.starts_with('/') {
-        return dest.to_string();
+        return dest;
     }
-    let mut joined = clean_path(&format!("{workdir}/{dest}"));
+    let mut joined = clean_path(workdir, &dest);
     if (dest.ends_with('/') || dest == "." || dest.ends_with("/.")) && !joined.ends_with('/') {
         joined.push('/');
     }
     joined
 }
 
-fn clean_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() + 1);
-    for part in path.split('/') {
+/// `path.Clean` of `base` joined with `rest` by a `/` (`rest` may be empty), without first
+/// building the joined string.
+fn clean_path(base: &str, rest: &str) -> String {
+    let mut out = String::with_capacity(base.len() + rest.len() + 2);
+    for part in base.split('/').chain(rest.split('/')) {
         match part {
             "" | "." => {}
             ".." => {

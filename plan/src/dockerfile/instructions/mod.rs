@@ -11,12 +11,13 @@ mod flags;
 mod mount;
 mod values;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Serialize;
 use thiserror::Error;
 
-use super::parser::{Heredoc, Node, chomp_heredoc_content, go_quote, parse_heredoc};
+use super::parser::{FlatInstruction, Heredoc, Node, chomp_heredoc_content, go_quote, parse_heredoc, split_once_byte};
 use flags::{FlagType, Flags, parse_flags};
 pub use mount::{Device, Mount, MountType, ShareMode, parse_mount};
 
@@ -497,6 +498,28 @@ impl Command {
         }
     }
 
+    fn meta_mut(&mut self) -> &mut CommandMeta {
+        match self {
+            Self::Add(c) => &mut c.meta,
+            Self::Arg(c) => &mut c.meta,
+            Self::Cmd(c) => &mut c.meta,
+            Self::Copy(c) => &mut c.meta,
+            Self::Entrypoint(c) => &mut c.meta,
+            Self::Env(c) => &mut c.meta,
+            Self::Expose(c) => &mut c.meta,
+            Self::Healthcheck(c) => &mut c.meta,
+            Self::Label(c) => &mut c.meta,
+            Self::Maintainer(c) => &mut c.meta,
+            Self::Onbuild(c) => &mut c.meta,
+            Self::Run(c) => &mut c.meta,
+            Self::Shell(c) => &mut c.meta,
+            Self::StopSignal(c) => &mut c.meta,
+            Self::User(c) => &mut c.meta,
+            Self::Volume(c) => &mut c.meta,
+            Self::Workdir(c) => &mut c.meta,
+        }
+    }
+
     /// Which instruction this is.
     pub fn kind(&self) -> InstructionKind {
         match self {
@@ -637,12 +660,33 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 /// Everything `parse_instruction` needs from a node.
-struct Request<'a> {
-    node: &'a Node,
-    args: &'a [&'a str],
+struct Request<'a, 'r> {
+    node: &'r Node,
+    /// The arguments, borrowed from the tree or owned (taken from it), so that a field that
+    /// keeps one moves it instead of copying.
+    args: &'r mut [Cow<'a, str>],
+    /// The `--flag` words, borrowed or owned like `args`.
+    flags: &'r mut [Cow<'a, str>],
     meta: CommandMeta,
     /// The node's heredocs (taken from it when the tree is consumed).
     heredocs: Vec<Heredoc>,
+}
+
+impl Request<'_, '_> {
+    /// Argument `i` as an owned string, leaving an empty one behind.
+    fn take(&mut self, i: usize) -> String {
+        take_arg(&mut self.args[i])
+    }
+}
+
+/// An instruction's argument and flag words, borrowed from the tree or owned.
+struct Words<'a, 'r> {
+    args: &'r mut [Cow<'a, str>],
+    flags: &'r mut [Cow<'a, str>],
+}
+
+fn take_arg(arg: &mut Cow<'_, str>) -> String {
+    std::mem::take(arg).into_owned()
 }
 
 type Fail = (InstructionErrorKind, String);
@@ -663,8 +707,8 @@ fn flag_err(message: String) -> Fail {
     (InstructionErrorKind::Flag, message)
 }
 
-fn no_flags(req: &Request<'_>) -> Result<(), Fail> {
-    parse_flags(&req.node.flags, &[]).map(|_| ()).map_err(flag_err)
+fn no_flags(flags: &mut [Cow<'_, str>]) -> Result<(), Fail> {
+    parse_flags(flags, &[]).map(|_| ()).map_err(flag_err)
 }
 
 /// A doc comment `name description` among the comments above.
@@ -697,78 +741,110 @@ enum Parsed1 {
 /// ```
 pub fn parse(ast: &Node) -> Parsed {
     let mut out = Parsed::default();
-    // One buffer serves every instruction's borrowed arguments.
+    // These buffers serve every instruction's borrowed arguments and flags.
+    let mut strs = Vec::new();
     let mut args = Vec::new();
+    let mut flags = Vec::new();
     for (i, node) in ast.children.iter().enumerate() {
-        node.arg_strs_into(&mut args);
-        add(&mut out, node, &args, meta_of(node), node.heredocs.clone(), &ast.children[i + 1..]);
+        node.arg_strs_into(&mut strs);
+        args.clear();
+        args.extend(strs.iter().map(|&s| Cow::Borrowed(s)));
+        flags.clear();
+        flags.extend(node.flags.iter().map(|f| Cow::Borrowed(f.as_str())));
+        let stage_len = || ast.children[i + 1..].iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count();
+        let words = Words { args: &mut args, flags: &mut flags };
+        add(&mut out, node, words, meta_of(node), node.heredocs.clone(), stage_len);
     }
     out
 }
 
-/// [`parse`], taking from the tree: the instruction text, comments and heredocs move into the
-/// typed instructions instead of being copied. Each node is dropped once converted, so that the
-/// typed instructions reuse its memory and the whole tree and all instructions are never held
-/// at once.
-pub(crate) fn parse_owned(ast: Node) -> Parsed {
+/// [`parse`] from the parser's flat instructions, taking from them: the keyword, comments,
+/// heredocs and argument values move into the typed instructions instead of being copied. Each
+/// instruction is dropped once converted, so that the typed instructions reuse its memory and
+/// the parse and all typed instructions are never held at once.
+///
+/// Made for planning, which never reads [`CommandMeta::source`]: it is left empty (but for
+/// ONBUILD, whose trigger is read from it), so that a one-line instruction, a slice of the text,
+/// is not copied.
+pub(crate) fn parse_owned(instructions: Vec<FlatInstruction<'_>>, mut all_args: Vec<Cow<'_, str>>) -> Parsed {
     let mut out = Parsed::default();
-    let mut spare = Vec::new();
-    let mut nodes = ast.children.into_iter();
-    while let Some(mut node) = nodes.next() {
+    let mut items = instructions.into_iter();
+    while let Some(FlatInstruction { mut node, original, args }) = items.next() {
+        if node.value.eq_ignore_ascii_case("onbuild") {
+            node.original = original.into_owned();
+        }
         let heredocs = std::mem::take(&mut node.heredocs);
         let meta = take_meta(&mut node);
-        let mut args = reuse(spare);
-        node.arg_strs_into(&mut args);
-        add(&mut out, &node, &args, meta, heredocs, nodes.as_slice());
-        spare = reuse(args);
+        let rest = items.as_slice();
+        let stage_len = || rest.iter().take_while(|f| !f.node.value.eq_ignore_ascii_case("from")).count();
+        let mut flags: Vec<Cow<'_, str>> = std::mem::take(&mut node.flags).into_iter().map(Cow::Owned).collect();
+        if node.next.is_empty() {
+            let words = Words { args: &mut all_args[args], flags: &mut flags };
+            add(&mut out, &node, words, meta, heredocs, stage_len);
+        } else {
+            // Only an ONBUILD keeps its argument in the node: its trigger, flattened (copied).
+            let mut trigger: Vec<Cow<'_, str>> = node.args().into_iter().map(Cow::Owned).collect();
+            add(&mut out, &node, Words { args: &mut trigger, flags: &mut flags }, meta, heredocs, stage_len);
+        }
     }
     out
 }
 
-/// An empty vector with the allocation of `v`, for borrows of another lifetime (collecting a
-/// vector's own iterator into one of the same layout keeps its buffer).
-fn reuse<'b>(mut v: Vec<&str>) -> Vec<&'b str> {
-    v.clear();
-    v.into_iter().map(|_| "").collect()
-}
-
-/// Converts one instruction node with its arguments `args` into `out`; `rest` are the nodes
-/// after it.
-fn add(out: &mut Parsed, node: &Node, args: &[&str], meta: CommandMeta, heredocs: Vec<Heredoc>, rest: &[Node]) {
-    match parse_instruction(node, args, meta, heredocs) {
+/// Converts one instruction node with its arguments `args` into `out`; `stage_len` counts the
+/// instructions up to the next FROM (asked only when this one opens a stage).
+fn add(
+    out: &mut Parsed,
+    node: &Node,
+    words: Words<'_, '_>,
+    meta: CommandMeta,
+    heredocs: Vec<Heredoc>,
+    stage_len: impl FnOnce() -> usize,
+) {
+    // The keyword is kept apart while the instruction is typed (the node's may have been taken
+    // into `meta`), and put back as the result is stored, so that the large value moves once.
+    let mut meta = meta;
+    let keyword = std::mem::take(&mut meta.keyword);
+    let Words { args, flags } = words;
+    match parse_typed(node, &keyword, Words { args: &mut *args, flags }, meta, heredocs) {
         Ok(Parsed1::Stage(mut stage)) => {
+            stage.meta.keyword = keyword;
             // Reserving the stage's instructions up front spares regrowing a vector of
             // large commands.
-            stage.commands.reserve(rest.iter().take_while(|n| !n.value.eq_ignore_ascii_case("from")).count());
+            stage.commands.reserve(stage_len());
             out.stages.push(stage);
         }
-        Ok(Parsed1::Command(Command::Arg(arg))) if out.stages.is_empty() => {
+        Ok(Parsed1::Command(Command::Arg(mut arg))) if out.stages.is_empty() => {
+            arg.meta.keyword = keyword;
             out.meta_args.push(arg);
         }
-        Ok(Parsed1::Command(cmd)) => match out.stages.last_mut() {
-            Some(stage) => stage.commands.push(cmd),
+        Ok(Parsed1::Command(mut cmd)) => match out.stages.last_mut() {
+            Some(stage) => {
+                cmd.meta_mut().keyword = keyword;
+                stage.commands.push(cmd);
+            }
             None => out.errors.push(error_at(
                 node,
+                keyword,
                 InstructionErrorKind::NoBuildStage,
                 "no build stage in current context".into(),
             )),
         },
         Err((kind, message)) => {
-            out.errors.push(error_at(node, kind, message));
+            out.errors.push(error_at(node, keyword, kind, message));
             // A broken FROM still opens a stage, so that the instructions after it are
             // checked against a stage instead of each reporting a missing one.
             if node.value.eq_ignore_ascii_case("from") {
-                out.stages.push(fallback_stage(node));
+                out.stages.push(fallback_stage(node, args.first().map(|a| a.to_string()).unwrap_or_default()));
             }
         }
     }
 }
 
-fn error_at(node: &Node, kind: InstructionErrorKind, message: String) -> InstructionError {
-    InstructionError { line: node.start_line, end_line: node.end_line, instruction: node.value.clone(), message, kind }
+fn error_at(node: &Node, instruction: String, kind: InstructionErrorKind, message: String) -> InstructionError {
+    InstructionError { line: node.start_line, end_line: node.end_line, instruction, message, kind }
 }
 
-/// The common fields, moving the instruction text and comments out of `node`. ONBUILD (whose
+/// The common fields, moving the keyword, instruction text and comments out of `node`. ONBUILD (whose
 /// trigger is read from its text) and FROM (whose meta a broken stage is made from again) are
 /// copied instead.
 fn take_meta(node: &mut Node) -> CommandMeta {
@@ -784,7 +860,7 @@ fn take_meta(node: &mut Node) -> CommandMeta {
         source.drain(..start);
     }
     CommandMeta {
-        keyword: node.value.clone(),
+        keyword: std::mem::take(&mut node.value),
         location: Location { start_line: node.start_line, end_line: node.end_line },
         source,
         comments: std::mem::take(&mut node.prev_comment),
@@ -802,13 +878,12 @@ fn meta_of(node: &Node) -> CommandMeta {
     }
 }
 
-fn fallback_stage(node: &Node) -> Stage {
-    let args = node.args();
+fn fallback_stage(node: &Node, base_name: String) -> Stage {
     Stage {
         name: None,
         original_name: None,
         as_keyword: None,
-        base_name: args.first().cloned().unwrap_or_default(),
+        base_name,
         platform: None,
         meta: meta_of(node),
         doc_comment: None,
@@ -816,30 +891,34 @@ fn fallback_stage(node: &Node) -> Stage {
     }
 }
 
-fn parse_instruction<'a>(
-    node: &'a Node,
-    args: &'a [&'a str],
+/// The typed instruction for `keyword` (`meta.keyword` is left empty meanwhile), or why not.
+fn parse_typed(
+    node: &Node,
+    keyword: &str,
+    words: Words<'_, '_>,
     meta: CommandMeta,
     heredocs: Vec<Heredoc>,
 ) -> Result<Parsed1, Fail> {
-    let req = Request { node, args, meta, heredocs };
-    let Some(kind) = InstructionKind::from_keyword(&node.value) else {
+    let mut req = Request { node, args: words.args, flags: words.flags, meta, heredocs };
+    let Some(kind) = InstructionKind::from_keyword(keyword) else {
         let options: Vec<&str> = InstructionKind::ALL.iter().map(|k| k.as_str()).collect();
         return Err((
             InstructionErrorKind::UnknownInstruction,
-            suggest(format!("unknown instruction: {}", node.value), &node.value, &options, false),
+            suggest(format!("unknown instruction: {keyword}"), keyword, &options, false),
         ));
     };
     let cmd = match kind {
         InstructionKind::From => return parse_from(req).map(Parsed1::Stage),
-        InstructionKind::Env => Command::Env(EnvCommand { env: parse_kvps(&req, "ENV")?, meta: req.meta }),
-        InstructionKind::Label => Command::Label(LabelCommand { labels: parse_kvps(&req, "LABEL")?, meta: req.meta }),
+        InstructionKind::Env => Command::Env(EnvCommand { env: parse_kvps(&mut req, "ENV")?, meta: req.meta }),
+        InstructionKind::Label => {
+            Command::Label(LabelCommand { labels: parse_kvps(&mut req, "LABEL")?, meta: req.meta })
+        }
         InstructionKind::Maintainer => {
             if req.args.len() != 1 {
                 return Err(exactly_one("MAINTAINER"));
             }
-            no_flags(&req)?;
-            Command::Maintainer(MaintainerCommand { maintainer: req.args[0].to_owned(), meta: req.meta })
+            no_flags(req.flags)?;
+            Command::Maintainer(MaintainerCommand { maintainer: req.take(0), meta: req.meta })
         }
         InstructionKind::Add => Command::Add(parse_add(req)?),
         InstructionKind::Copy => Command::Copy(parse_copy(req)?),
@@ -848,18 +927,18 @@ fn parse_instruction<'a>(
             if req.args.len() != 1 {
                 return Err(exactly_one("WORKDIR"));
             }
-            no_flags(&req)?;
-            Command::Workdir(WorkdirCommand { path: req.args[0].to_owned(), meta: req.meta })
+            no_flags(req.flags)?;
+            Command::Workdir(WorkdirCommand { path: req.take(0), meta: req.meta })
         }
         InstructionKind::Run => Command::Run(parse_run(req)?),
         InstructionKind::Cmd => {
-            no_flags(&req)?;
-            let cmd_line = shell_args(&req);
+            no_flags(req.flags)?;
+            let cmd_line = shell_args(req.args, req.meta.json);
             Command::Cmd(CmdCommand { cmd_line, prepend_shell: !req.meta.json, meta: req.meta })
         }
         InstructionKind::Entrypoint => {
-            no_flags(&req)?;
-            let cmd_line = shell_args(&req);
+            no_flags(req.flags)?;
+            let cmd_line = shell_args(req.args, req.meta.json);
             Command::Entrypoint(EntrypointCommand { cmd_line, prepend_shell: !req.meta.json, meta: req.meta })
         }
         InstructionKind::Healthcheck => Command::Healthcheck(parse_healthcheck(req)?),
@@ -867,8 +946,8 @@ fn parse_instruction<'a>(
             if req.args.is_empty() {
                 return Err(at_least_one("EXPOSE"));
             }
-            no_flags(&req)?;
-            let mut ports: Vec<String> = req.args.iter().map(|&p| p.to_owned()).collect();
+            no_flags(req.flags)?;
+            let mut ports: Vec<String> = req.args.iter_mut().map(take_arg).collect();
             ports.sort();
             Command::Expose(ExposeCommand { ports, meta: req.meta })
         }
@@ -876,21 +955,22 @@ fn parse_instruction<'a>(
             if req.args.len() != 1 {
                 return Err(exactly_one("USER"));
             }
-            no_flags(&req)?;
-            Command::User(UserCommand { user: req.args[0].to_owned(), meta: req.meta })
+            no_flags(req.flags)?;
+            Command::User(UserCommand { user: req.take(0), meta: req.meta })
         }
         InstructionKind::Volume => {
             if req.args.is_empty() {
                 return Err(at_least_one("VOLUME"));
             }
-            no_flags(&req)?;
+            no_flags(req.flags)?;
             let mut volumes = Vec::with_capacity(req.args.len());
-            for v in req.args {
-                let v = v.trim_matches(char::is_whitespace);
-                if v.is_empty() {
+            for v in req.args.iter_mut() {
+                let trimmed = v.trim_matches(char::is_whitespace);
+                if trimmed.is_empty() {
                     return Err(arguments("VOLUME specified can not be an empty string".into()));
                 }
-                volumes.push(v.to_owned());
+                let volume = if trimmed.len() == v.len() { take_arg(v) } else { trimmed.to_owned() };
+                volumes.push(volume);
             }
             Command::Volume(VolumeCommand { volumes, meta: req.meta })
         }
@@ -899,12 +979,12 @@ fn parse_instruction<'a>(
             if req.args.len() != 1 {
                 return Err(exactly_one("STOPSIGNAL"));
             }
-            Command::StopSignal(StopSignalCommand { signal: req.args[0].to_owned(), meta: req.meta })
+            Command::StopSignal(StopSignalCommand { signal: req.take(0), meta: req.meta })
         }
         InstructionKind::Arg => Command::Arg(parse_arg(req)?),
         InstructionKind::Shell => {
-            no_flags(&req)?;
-            let shell = shell_args(&req);
+            no_flags(req.flags)?;
+            let shell = shell_args(req.args, req.meta.json);
             if shell.is_empty() {
                 return Err(at_least_one("SHELL"));
             }
@@ -918,15 +998,17 @@ fn parse_instruction<'a>(
 }
 
 /// `handleJSONArgs`: exec-form arguments as they are, shell form joined into one string.
-fn shell_args(req: &Request<'_>) -> Vec<String> {
-    if req.args.is_empty() {
-        return Vec::new();
+fn shell_args(args: &mut [Cow<'_, str>], json: bool) -> Vec<String> {
+    match args {
+        [] => Vec::new(),
+        args if json => args.iter_mut().map(take_arg).collect(),
+        [one] => vec![take_arg(one)],
+        args => vec![args.join(" ")],
     }
-    if req.meta.json { req.args.iter().map(|&a| a.to_owned()).collect() } else { vec![req.args.join(" ")] }
 }
 
-fn parse_kvps(req: &Request<'_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
-    no_flags(req)?;
+fn parse_kvps(req: &mut Request<'_, '_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
+    no_flags(req.flags)?;
     if req.args.is_empty() {
         return Err(at_least_one(cmd));
     }
@@ -934,17 +1016,18 @@ fn parse_kvps(req: &Request<'_>, cmd: &str) -> Result<Vec<KeyValuePair>, Fail> {
         return Err(arguments(format!("Bad input to {cmd}, too many arguments")));
     }
     let mut out = Vec::with_capacity(req.args.len() / 3);
-    for chunk in req.args.chunks(3) {
+    for chunk in req.args.chunks_mut(3) {
         if chunk[0].is_empty() {
             return Err(arguments(format!("{cmd} names can not be blank")));
         }
-        out.push(KeyValuePair { key: chunk[0].to_owned(), value: chunk[1].to_owned(), no_delim: chunk[2].is_empty() });
+        let (key, value) = (take_arg(&mut chunk[0]), take_arg(&mut chunk[1]));
+        out.push(KeyValuePair { key, value, no_delim: chunk[2].is_empty() });
     }
     Ok(out)
 }
 
-fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
-    let args = &req.args;
+fn parse_from(req: Request<'_, '_>) -> Result<Stage, Fail> {
+    let args = &*req.args;
     let (name, original_name, as_keyword) = match args.len() {
         3 if args[1].eq_ignore_ascii_case("as") => {
             let lower = args[2].to_lowercase();
@@ -955,24 +1038,24 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
                     InstructionErrorKind::InvalidValue,
                     format!(
                         "invalid name for build stage: {}, name can't start with a number or contain symbols",
-                        go_quote(args[2])
+                        go_quote(&args[2])
                     ),
                 ));
             }
-            (Some(lower), Some(args[2].to_owned()), Some(args[1].to_owned()))
+            (Some(lower), Some(args[2].to_string()), Some(args[1].to_string()))
         }
         1 => (None, None, None),
         _ => {
             return Err(arguments("FROM requires either one or three arguments".into()));
         }
     };
-    let flags = parse_flags(&req.node.flags, &[("platform", FlagType::String)]).map_err(flag_err)?;
+    let mut flags = parse_flags(req.flags, &[("platform", FlagType::String)]).map_err(flag_err)?;
     let doc_comment = name.as_deref().and_then(|n| doc_comment(&req.meta.comments, n));
     Ok(Stage {
         name,
         original_name,
         as_keyword,
-        base_name: args[0].to_owned(),
+        base_name: args[0].to_string(),
         platform: flags.non_empty("platform"),
         meta: req.meta,
         doc_comment,
@@ -981,41 +1064,40 @@ fn parse_from(req: Request<'_>) -> Result<Stage, Fail> {
 }
 
 /// Sources, heredoc sources and destination of COPY and ADD (`parseSourcesAndDest`).
-fn sources_and_dest(req: &Request<'_>, cmd: &str) -> Result<(Vec<String>, Vec<SourceContent>, String), Fail> {
-    let (dest, srcs) = req.args.split_last().ok_or_else(|| at_least_one(cmd))?;
+fn sources_and_dest(
+    args: &mut [Cow<'_, str>],
+    heredocs: &[Heredoc],
+    cmd: &str,
+) -> Result<(Vec<String>, Vec<SourceContent>, String), Fail> {
+    let (dest, srcs) = args.split_last_mut().ok_or_else(|| at_least_one(cmd))?;
     if matches!(parse_heredoc(dest), Ok(Some(_))) {
         return Err(arguments(format!("{cmd} cannot accept a heredoc as a destination")));
     }
     let mut paths = Vec::with_capacity(srcs.len());
     let mut contents = Vec::new();
-    for &src in srcs {
+    for src in srcs {
         match parse_heredoc(src) {
             Ok(Some(doc)) => {
-                let body = req
-                    .heredocs
-                    .iter()
-                    .rev()
-                    .find(|h| h.name == doc.name)
-                    .map(|h| h.content.clone())
-                    .unwrap_or_default();
+                let body =
+                    heredocs.iter().rev().find(|h| h.name == doc.name).map(|h| h.content.clone()).unwrap_or_default();
                 let data = if doc.chomp { chomp_heredoc_content(&body) } else { body };
                 contents.push(SourceContent { path: doc.name, data, expand: doc.expand });
             }
-            _ => paths.push(src.to_owned()),
+            _ => paths.push(take_arg(src)),
         }
     }
-    Ok((paths, contents, (*dest).to_owned()))
+    Ok((paths, contents, take_arg(dest)))
 }
 
-fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
+fn parse_add(req: Request<'_, '_>) -> Result<AddCommand, Fail> {
     if req.args.len() < 2 {
         return Err(arguments(
             "ADD requires at least two arguments, but only one was provided. Destination could not be determined"
                 .into(),
         ));
     }
-    let flags = parse_flags(
-        &req.node.flags,
+    let mut flags = parse_flags(
+        req.flags,
         &[
             ("chown", FlagType::String),
             ("chmod", FlagType::String),
@@ -1027,7 +1109,7 @@ fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
         ],
     )
     .map_err(flag_err)?;
-    let (sources, source_contents, dest) = sources_and_dest(&req, "ADD")?;
+    let (sources, source_contents, dest) = sources_and_dest(req.args, &req.heredocs, "ADD")?;
     Ok(AddCommand {
         sources,
         source_contents,
@@ -1035,7 +1117,7 @@ fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
         chown: flags.non_empty("chown"),
         chmod: flags.non_empty("chmod"),
         link: flags.bool("link"),
-        excludes: flags.strings("exclude").map(str::to_owned).collect(),
+        excludes: flags.take_strings("exclude").collect(),
         keep_git_dir: flags.opt_bool("keep-git-dir"),
         checksum: flags.non_empty("checksum"),
         unpack: flags.opt_bool("unpack"),
@@ -1044,15 +1126,15 @@ fn parse_add(req: Request<'_>) -> Result<AddCommand, Fail> {
     })
 }
 
-fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
+fn parse_copy(req: Request<'_, '_>) -> Result<CopyCommand, Fail> {
     if req.args.len() < 2 {
         return Err(arguments(
             "COPY requires at least two arguments, but only one was provided. Destination could not be determined"
                 .into(),
         ));
     }
-    let flags = parse_flags(
-        &req.node.flags,
+    let mut flags = parse_flags(
+        req.flags,
         &[
             ("chown", FlagType::String),
             ("from", FlagType::String),
@@ -1063,7 +1145,7 @@ fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
         ],
     )
     .map_err(flag_err)?;
-    let (sources, source_contents, dest) = sources_and_dest(&req, "COPY")?;
+    let (sources, source_contents, dest) = sources_and_dest(req.args, &req.heredocs, "COPY")?;
     Ok(CopyCommand {
         sources,
         source_contents,
@@ -1073,17 +1155,17 @@ fn parse_copy(req: Request<'_>) -> Result<CopyCommand, Fail> {
         chmod: flags.non_empty("chmod"),
         link: flags.bool("link"),
         parents: flags.bool("parents"),
-        excludes: flags.strings("exclude").map(str::to_owned).collect(),
+        excludes: flags.take_strings("exclude").collect(),
         heredocs: req.heredocs,
         meta: req.meta,
     })
 }
 
-fn parse_onbuild(req: Request<'_>) -> Result<OnbuildCommand, Fail> {
+fn parse_onbuild(req: Request<'_, '_>) -> Result<OnbuildCommand, Fail> {
     let Some(first) = req.args.first() else {
         return Err(at_least_one("ONBUILD"));
     };
-    no_flags(&req)?;
+    no_flags(req.flags)?;
     let trigger = first.trim_matches(char::is_whitespace).to_uppercase();
     match trigger.as_str() {
         "ONBUILD" => {
@@ -1115,9 +1197,9 @@ fn needs_no_expansion(value: &str) -> bool {
     !value.bytes().any(|b| matches!(b, b'$' | b'\'' | b'"' | b'\\' | b'`'))
 }
 
-fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
-    let flags = parse_flags(
-        &req.node.flags,
+fn parse_run(req: Request<'_, '_>) -> Result<RunCommand, Fail> {
+    let mut flags = parse_flags(
+        req.flags,
         &[
             ("device", FlagType::Strings),
             ("mount", FlagType::Strings),
@@ -1130,11 +1212,12 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
     for raw in flags.strings("device") {
         devices.push(mount::parse_device(raw).map_err(|m| (InstructionErrorKind::Mount, m))?);
     }
+    let flags_used = flags.used();
     let mut mounts = Vec::new();
-    for raw in flags.strings("mount") {
+    for raw in flags.take_strings("mount") {
         let parsed =
-            mount::precheck_and_parse(raw, needs_no_expansion(raw)).map_err(|m| (InstructionErrorKind::Mount, m))?;
-        mounts.push(RunMount { raw: raw.to_owned(), parsed });
+            mount::precheck_and_parse(&raw, needs_no_expansion(&raw)).map_err(|m| (InstructionErrorKind::Mount, m))?;
+        mounts.push(RunMount { raw, parsed });
     }
     let network = match flags.string("network") {
         None | Some("default") => NetworkMode::Default,
@@ -1151,7 +1234,7 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
             return Err(flag_err(format!("security {} is not valid", go_quote(other))));
         }
     };
-    let cmd_line = shell_args(&req);
+    let cmd_line = shell_args(req.args, req.meta.json);
     Ok(RunCommand {
         cmd_line,
         prepend_shell: !req.meta.json,
@@ -1160,12 +1243,12 @@ fn parse_run(req: Request<'_>) -> Result<RunCommand, Fail> {
         network,
         security,
         devices,
-        flags_used: flags.used(),
+        flags_used,
         meta: req.meta,
     })
 }
 
-fn parse_interval(flags: &Flags, name: &str) -> Result<Option<Duration>, Fail> {
+fn parse_interval(flags: &mut Flags<'_, '_>, name: &str) -> Result<Option<Duration>, Fail> {
     let Some(value) = flags.non_empty(name) else {
         return Ok(None);
     };
@@ -1182,7 +1265,7 @@ fn parse_interval(flags: &Flags, name: &str) -> Result<Option<Duration>, Fail> {
     Ok(Some(Duration::from_nanos(nanos.unsigned_abs())))
 }
 
-fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
+fn parse_healthcheck(req: Request<'_, '_>) -> Result<HealthcheckCommand, Fail> {
     let Some(first) = req.args.first() else {
         return Err(at_least_one("HEALTHCHECK"));
     };
@@ -1194,8 +1277,8 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
         }
         return Ok(HealthcheckCommand { health: Healthcheck::None, meta: req.meta });
     }
-    let flags = parse_flags(
-        &req.node.flags,
+    let mut flags = parse_flags(
+        req.flags,
         &[
             ("interval", FlagType::String),
             ("timeout", FlagType::String),
@@ -1211,7 +1294,7 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
     let cmd: Vec<String> = if rest.is_empty() {
         Vec::new()
     } else if req.meta.json {
-        rest.iter().map(|&a| a.to_owned()).collect()
+        rest.iter().map(|a| a.to_string()).collect()
     } else {
         vec![rest.join(" ")]
     };
@@ -1220,10 +1303,10 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
     }
     let mut test = vec![if req.meta.json { "CMD".to_owned() } else { "CMD-SHELL".to_owned() }];
     test.extend(cmd);
-    let interval = parse_interval(&flags, "interval")?;
-    let timeout = parse_interval(&flags, "timeout")?;
-    let start_period = parse_interval(&flags, "start-period")?;
-    let start_interval = parse_interval(&flags, "start-interval")?;
+    let interval = parse_interval(&mut flags, "interval")?;
+    let timeout = parse_interval(&mut flags, "timeout")?;
+    let start_period = parse_interval(&mut flags, "start-period")?;
+    let start_interval = parse_interval(&mut flags, "start-interval")?;
     let retries = match flags.non_empty("retries") {
         None => None,
         Some(v) => {
@@ -1245,20 +1328,20 @@ fn parse_healthcheck(req: Request<'_>) -> Result<HealthcheckCommand, Fail> {
     })
 }
 
-fn parse_arg(req: Request<'_>) -> Result<ArgCommand, Fail> {
+fn parse_arg(req: Request<'_, '_>) -> Result<ArgCommand, Fail> {
     if req.args.is_empty() {
         return Err(at_least_one("ARG"));
     }
     let mut args = Vec::with_capacity(req.args.len());
-    for arg in req.args {
-        let (key, value) = match arg.split_once('=') {
+    for arg in req.args.iter_mut() {
+        let (key, value) = match split_once_byte(arg, b'=') {
             Some((k, v)) => {
                 if k.is_empty() {
                     return Err(arguments("ARG names can not be blank".into()));
                 }
                 (k.to_owned(), Some(v.to_owned()))
             }
-            None => ((*arg).to_owned(), None),
+            None => (take_arg(arg), None),
         };
         let doc_comment = doc_comment(&req.meta.comments, &key);
         args.push(ArgPair { key, value, doc_comment });

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::suggest;
 use super::values::{csv_fields, ram_in_bytes};
-use crate::dockerfile::parser::lowercase;
+use crate::dockerfile::parser::{find_byte, lowercase, split_once_byte};
 
 /// The kind of a `RUN --mount`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -131,9 +131,9 @@ fn mount_fields(raw: &str) -> Result<Vec<Cow<'_, str>>, String> {
 pub(super) fn precheck_and_parse(raw: &str, parse: bool) -> Result<Option<Mount>, String> {
     let fields = mount_fields(raw)?;
     for field in &fields {
-        if let Some((key, value)) = field.split_once('=')
+        if let Some((key, value)) = split_once_byte(field, b'=')
             && key.eq_ignore_ascii_case("from")
-            && value.find('$').is_some_and(|i| i != value.len() - 1)
+            && find_byte(value, b'$').is_some_and(|i| i != value.len() - 1)
         {
             return Err(format!(
                 "'{}' doesn't support variable expansion, define alias stage instead",
@@ -184,7 +184,7 @@ fn mount_from_fields(
     let mut ro_auto = true;
     let non_empty = |v: Cow<'_, str>| if v.is_empty() { None } else { Some(v.into_owned()) };
     for field in fields {
-        let Some((key, value)) = field.split_once('=') else {
+        let Some((key, value)) = split_once_byte(field, b'=') else {
             match lowercase(field).as_ref() {
                 "readonly" | "ro" => {
                     m.read_only = true;
@@ -324,7 +324,7 @@ pub(super) fn parse_device(raw: &str) -> Result<Device, String> {
     let fields = csv_fields(raw).map_err(|e| format!("failed to parse csv devices: {e}"))?;
     let mut d = Device { name: String::new(), required: false };
     for field in &fields {
-        let Some((key, value)) = field.split_once('=') else {
+        let Some((key, value)) = split_once_byte(field, b'=') else {
             if field.eq_ignore_ascii_case("required") {
                 d.required = true;
             } else if d.name.is_empty() {

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::dockerfile::parser::go_quote;
+use crate::dockerfile::parser::{find_byte, go_quote};
 
 /// `go-units.RAMInBytes`: `64m`, `1.5GiB`, `512 kb`, `100` (binary multiples).
 pub(crate) fn ram_in_bytes(size: &str) -> Result<i64, String> {
@@ -63,11 +63,11 @@ pub(crate) fn csv_fields(input: &str) -> Result<Vec<Cow<'_, str>>, String> {
     let mut pos = 0usize;
     loop {
         if !rest.starts_with('"') {
-            let (field, more) = match rest.find(',') {
+            let (field, more) = match find_byte(rest, b',') {
                 Some(i) => (&rest[..i], Some(&rest[i + 1..])),
                 None => (rest, None),
             };
-            if let Some(j) = field.find('"') {
+            if let Some(j) = find_byte(field, b'"') {
                 return Err(format!("parse error on line 1, column {}: bare \" in non-quoted-field", pos + j + 1));
             }
             fields.push(Cow::Borrowed(field));
@@ -84,7 +84,7 @@ pub(crate) fn csv_fields(input: &str) -> Result<Vec<Cow<'_, str>>, String> {
         pos += 1;
         let mut field = String::new();
         loop {
-            let Some(i) = rest.find('"') else {
+            let Some(i) = find_byte(rest, b'"') else {
                 return Err(format!(
                     "parse error on line 1, column {}: extraneous or missing \" in quoted-field",
                     pos + 1

@@ -4,11 +4,82 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
-use super::{MAX_ONBUILD_DEPTH, Node, ParseErrorKind, go_quote, go_trim_space, with_lowercase};
+use super::{
+    MAX_ONBUILD_DEPTH, Node, ParseErrorKind, find_byte, go_quote, go_trim_space, split_once_byte, with_lowercase,
+};
 
-type LineResult = Result<(Vec<Node>, bool), ParseErrorKind>;
+type LineResult = Result<bool, ParseErrorKind>;
+
+/// Where an instruction's argument values go: leaf nodes of the tree, or (when only the
+/// values are wanted) a flat list, where the fixed separators cost no allocation.
+pub(super) trait ArgSink {
+    /// An argument copied from the line.
+    fn push_str(&mut self, value: &str);
+    /// An argument already owned.
+    fn push_string(&mut self, value: String);
+    /// A fixed argument (the `=` or empty separator of a key/value pair).
+    fn push_static(&mut self, value: &'static str);
+    /// Room for exactly `additional` more arguments (most instructions have one or two).
+    fn reserve(&mut self, additional: usize);
+    /// How many arguments there are.
+    fn len(&self) -> usize;
+    /// Drops the arguments after the first `len`.
+    fn truncate(&mut self, len: usize);
+}
+
+impl ArgSink for Vec<Node> {
+    fn push_str(&mut self, value: &str) {
+        self.push(Node { value: value.to_owned(), ..Node::default() });
+    }
+
+    fn push_string(&mut self, value: String) {
+        self.push(Node { value, ..Node::default() });
+    }
+
+    fn push_static(&mut self, value: &'static str) {
+        self.push_str(value);
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve_exact(self, additional);
+    }
+
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len);
+    }
+}
+
+impl ArgSink for Vec<Cow<'static, str>> {
+    fn push_str(&mut self, value: &str) {
+        self.push(Cow::Owned(value.to_owned()));
+    }
+
+    fn push_string(&mut self, value: String) {
+        self.push(Cow::Owned(value));
+    }
+
+    fn push_static(&mut self, value: &'static str) {
+        self.push(Cow::Borrowed(value));
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve_exact(self, additional);
+    }
+
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len);
+    }
+}
 
 /// `newNodeFromLine`: keyword, flags, then the instruction's argument parser. The line becomes
 /// the node's `original`.
@@ -18,29 +89,74 @@ pub(super) fn node_from_line(
     comments: Vec<String>,
     depth: usize,
 ) -> Result<Node, ParseErrorKind> {
-    let (cmd, flags, args) = split_command(&line, escape);
-    let args = args.as_ref();
-    let (next, json) = with_lowercase(cmd, |lower| {
-        Ok(match lower {
-            "add" | "copy" | "volume" => parse_maybe_json_to_list(args)?,
-            "arg" => (parse_name_or_name_val(args, escape), false),
-            "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(args)?,
-            "env" => (parse_name_val(args, "ENV", escape)?, false),
-            "label" => (parse_name_val(args, "LABEL", escape)?, false),
-            "expose" | "from" => (parse_strings_whitespace_delimited(args), false),
-            "healthcheck" => parse_health_config(args)?,
-            "maintainer" | "stopsignal" | "user" | "workdir" => (parse_string(args), false),
-            "onbuild" => (parse_sub_command(args, escape, depth)?, false),
-            // Unknown instructions keep one empty argument node, as BuildKit's parseIgnore does.
-            _ => (vec![Node::default()], false),
-        })
-    })?;
-    let value = cmd.to_owned();
-    Ok(Node { value, original: line, flags, next, json, prev_comment: comments, ..Node::default() })
+    let mut next = Vec::new();
+    let mut node = Node::default();
+    node_into(&mut node, &line, escape, comments, depth, &mut next)?;
+    node.original = line;
+    if !next.is_empty() {
+        node.next = next;
+    }
+    Ok(node)
 }
 
-fn leaf(value: impl Into<String>) -> Node {
-    Node { value: value.into(), ..Node::default() }
+/// [`node_from_line`] into the empty node `node`, with the arguments written to `args` (an
+/// ONBUILD's go to the node's `next` all the same: its trigger is a sub-tree), and `original`
+/// left empty.
+pub(super) fn node_into<A: ArgSink>(
+    node: &mut Node,
+    line: &str,
+    escape: char,
+    comments: Vec<String>,
+    depth: usize,
+    args_out: &mut A,
+) -> Result<(), ParseErrorKind> {
+    let (cmd, flags, args) = split_command(line, escape);
+    let args = args.as_ref();
+    let mut next = Vec::new();
+    let out = args_out;
+    let json = with_lowercase(cmd, |lower| {
+        Ok(match lower {
+            "add" | "copy" | "volume" => parse_maybe_json_to_list(args, out)?,
+            "arg" => {
+                parse_name_or_name_val(args, escape, out);
+                false
+            }
+            "cmd" | "entrypoint" | "run" | "shell" => parse_maybe_json(args, out)?,
+            "env" => {
+                parse_name_val(args, "ENV", escape, out)?;
+                false
+            }
+            "label" => {
+                parse_name_val(args, "LABEL", escape, out)?;
+                false
+            }
+            "expose" | "from" => {
+                parse_strings_whitespace_delimited(args, out);
+                false
+            }
+            "healthcheck" => parse_health_config(args, out)?,
+            "maintainer" | "stopsignal" | "user" | "workdir" => {
+                parse_string(args, out);
+                false
+            }
+            "onbuild" => {
+                next = parse_sub_command(args, escape, depth)?;
+                false
+            }
+            // Unknown instructions keep one empty argument node, as BuildKit's parseIgnore does.
+            _ => {
+                out.reserve(1);
+                out.push_static("");
+                false
+            }
+        })
+    })?;
+    node.value = cmd.to_owned();
+    node.flags = flags;
+    node.next = next;
+    node.json = json;
+    node.prev_comment = comments;
+    Ok(())
 }
 
 /// Go's `unicode.IsSpace` applied to a single byte taken as a rune (Latin-1), as BuildKit's
@@ -305,153 +421,176 @@ impl<'a> Iterator for Words<'a> {
     }
 }
 
-fn key_value_nodes(out: &mut Vec<Node>, key: &str, value: &str, sep: &str) {
-    out.push(leaf(key));
-    out.push(leaf(value));
-    out.push(leaf(sep));
+fn key_value_nodes<A: ArgSink>(out: &mut A, key: &str, value: &str, sep: &'static str) {
+    out.push_str(key);
+    out.push_str(value);
+    out.push_static(sep);
 }
 
 /// `parseNameVal` for ENV and LABEL: `name=value ...`, or the legacy `name value` form.
-fn parse_name_val(rest: &str, instruction: &'static str, escape: char) -> Result<Vec<Node>, ParseErrorKind> {
-    let words = parse_words(rest, escape);
-    let mut counted = words.clone();
-    let Some(first) = counted.next() else {
-        return Ok(Vec::new());
+fn parse_name_val<A: ArgSink>(
+    rest: &str,
+    instruction: &'static str,
+    escape: char,
+    out: &mut A,
+) -> Result<(), ParseErrorKind> {
+    let mut words = parse_words(rest, escape);
+    let Some(first) = words.next() else {
+        return Ok(());
     };
-    let mut out = Vec::with_capacity((1 + counted.count()) * 3);
-    if !first.contains('=') {
+    if find_byte(first, b'=').is_none() {
+        out.reserve(3);
         let mut parts = Vec::with_capacity(2);
         split_ws(rest, 2, |part| parts.push(part));
         if parts.len() < 2 {
             return Err(ParseErrorKind::MissingValue { instruction });
         }
-        key_value_nodes(&mut out, parts[0], parts[1], "");
-        return Ok(out);
+        key_value_nodes(out, parts[0], parts[1], "");
+        return Ok(());
     }
-    for word in words {
-        let Some((key, value)) = word.split_once('=') else {
+    // Every word holds an `=`, so their count bounds the pairs without splitting the words twice
+    // (capped: values may hold many more).
+    out.reserve(rest.bytes().filter(|&b| b == b'=').count().min(16) * 3);
+    for word in std::iter::once(first).chain(words) {
+        let Some((key, value)) = split_once_byte(word, b'=') else {
             return Err(ParseErrorKind::MissingEquals { word: go_quote(word) });
         };
-        key_value_nodes(&mut out, key, value, "=");
+        key_value_nodes(out, key, value, "=");
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `parseNameOrNameVal` for ARG: the words as they are.
-fn parse_name_or_name_val(rest: &str, escape: char) -> Vec<Node> {
-    parse_words(rest, escape).map(leaf).collect()
+fn parse_name_or_name_val<A: ArgSink>(rest: &str, escape: char, out: &mut A) {
+    for word in parse_words(rest, escape) {
+        out.push_str(word);
+    }
 }
 
 /// `parseStringsWhitespaceDelimited`.
-fn parse_strings_whitespace_delimited(rest: &str) -> Vec<Node> {
+fn parse_strings_whitespace_delimited<A: ArgSink>(rest: &str, out: &mut A) {
     if rest.is_empty() {
-        return Vec::new();
+        return;
     }
     let mut count = 0;
     split_ws(rest, 0, |_| count += 1);
-    let mut out = Vec::with_capacity(count);
-    split_ws(rest, 0, |field| out.push(leaf(field)));
-    out
+    out.reserve(count);
+    split_ws(rest, 0, |field| out.push_str(field));
 }
 
 /// `parseString`: the whole rest as one argument.
-fn parse_string(rest: &str) -> Vec<Node> {
-    if rest.is_empty() { Vec::new() } else { vec![leaf(rest)] }
+fn parse_string<A: ArgSink>(rest: &str, out: &mut A) {
+    if !rest.is_empty() {
+        out.reserve(1);
+        out.push_str(rest);
+    }
 }
 
-/// A JSON array of strings read straight into argument nodes, as `Vec<String>` would be read.
-struct StringLeaves(Vec<Node>);
+/// A JSON array of strings read straight into argument values, as `Vec<String>` would be read.
+struct StringArgs<'o, A>(&'o mut A);
 
-impl<'de> Deserialize<'de> for StringLeaves {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Leaves;
-        impl<'de> Visitor<'de> for Leaves {
-            type Value = StringLeaves;
+impl<'de, A: ArgSink> DeserializeSeed<'de> for StringArgs<'_, A> {
+    type Value = ();
 
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of strings")
-            }
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringLeaves, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-                while let Some(s) = seq.next_element::<String>()? {
-                    out.push(leaf(s));
-                }
-                Ok(StringLeaves(out))
-            }
+impl<'de, A: ArgSink> Visitor<'de> for StringArgs<'_, A> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of strings")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        self.0.reserve(seq.size_hint().unwrap_or(0));
+        while let Some(s) = seq.next_element::<String>()? {
+            self.0.push_string(s);
         }
-        deserializer.deserialize_seq(Leaves)
+        Ok(())
     }
 }
 
 enum JsonOutcome {
-    Strings(Vec<Node>),
+    Strings,
     NotJson,
     NotStrings,
 }
 
-/// `parseJSON`: a JSON array of strings, or why not.
-fn parse_json(rest: &str) -> JsonOutcome {
+/// `parseJSON`: a JSON array of strings (written to `out`), or why not (`out` left as it was).
+fn parse_json<A: ArgSink>(rest: &str, out: &mut A) -> JsonOutcome {
     let rest = rest.trim_start_matches(char::is_whitespace);
     if !rest.starts_with('[') {
         return JsonOutcome::NotJson;
     }
     // Arrays of strings, the usual case, are read directly; anything else takes the general
     // path that tells non-strings from non-JSON.
-    if let Ok(StringLeaves(leaves)) = serde_json::from_str(rest) {
-        return JsonOutcome::Strings(leaves);
+    let before = out.len();
+    let mut de = serde_json::Deserializer::from_str(rest);
+    if StringArgs(&mut *out).deserialize(&mut de).and_then(|()| de.end()).is_ok() {
+        return JsonOutcome::Strings;
     }
+    out.truncate(before);
     match serde_json::from_str::<Vec<serde_json::Value>>(rest) {
         Err(_) => JsonOutcome::NotJson,
         Ok(values) => {
-            let mut out = Vec::with_capacity(values.len());
+            if !values.iter().all(serde_json::Value::is_string) {
+                return JsonOutcome::NotStrings;
+            }
+            out.reserve(values.len());
             for value in values {
-                match value {
-                    serde_json::Value::String(s) => out.push(leaf(s)),
-                    _ => return JsonOutcome::NotStrings,
+                if let serde_json::Value::String(s) = value {
+                    out.push_string(s);
                 }
             }
-            JsonOutcome::Strings(out)
+            JsonOutcome::Strings
         }
     }
 }
 
 /// `parseMaybeJSON`: exec form, else the whole rest as one shell-form argument.
-fn parse_maybe_json(rest: &str) -> LineResult {
+fn parse_maybe_json<A: ArgSink>(rest: &str, out: &mut A) -> LineResult {
     if rest.is_empty() {
-        return Ok((Vec::new(), false));
+        return Ok(false);
     }
-    match parse_json(rest) {
-        JsonOutcome::Strings(leaves) => Ok((leaves, true)),
+    match parse_json(rest, out) {
+        JsonOutcome::Strings => Ok(true),
         JsonOutcome::NotStrings => Err(ParseErrorKind::NotStringArray),
-        JsonOutcome::NotJson => Ok((vec![leaf(rest)], false)),
+        JsonOutcome::NotJson => {
+            out.reserve(1);
+            out.push_str(rest);
+            Ok(false)
+        }
     }
 }
 
 /// `parseMaybeJSONToList`: exec form, else whitespace-separated words.
-fn parse_maybe_json_to_list(rest: &str) -> LineResult {
-    match parse_json(rest) {
-        JsonOutcome::Strings(leaves) => Ok((leaves, true)),
+fn parse_maybe_json_to_list<A: ArgSink>(rest: &str, out: &mut A) -> LineResult {
+    match parse_json(rest, out) {
+        JsonOutcome::Strings => Ok(true),
         JsonOutcome::NotStrings => Err(ParseErrorKind::NotStringArray),
-        JsonOutcome::NotJson => Ok((parse_strings_whitespace_delimited(rest), false)),
+        JsonOutcome::NotJson => {
+            parse_strings_whitespace_delimited(rest, out);
+            Ok(false)
+        }
     }
 }
 
 /// `parseHealthConfig`: a type word (`CMD`, `NONE`) then a maybe-JSON command. BuildKit finds
 /// the type's end byte-wise, which is kept.
-fn parse_health_config(rest: &str) -> LineResult {
+fn parse_health_config<A: ArgSink>(rest: &str, out: &mut A) -> LineResult {
     let bytes = rest.as_bytes();
     let sep = bytes.iter().position(|&b| is_space_byte(b)).unwrap_or(bytes.len());
     if sep == 0 {
-        return Ok((Vec::new(), false));
+        return Ok(false);
     }
     let next = bytes[sep..].iter().position(|&b| !is_space_byte(b)).map_or(bytes.len(), |p| sep + p);
-    let typ = String::from_utf8_lossy(&bytes[..sep]).into_owned();
+    out.reserve(1);
+    out.push_string(String::from_utf8_lossy(&bytes[..sep]).into_owned());
     let cmd = String::from_utf8_lossy(&bytes[next..]);
-    let (cmd_nodes, json) = parse_maybe_json(&cmd)?;
-    let mut out = vec![leaf(typ)];
-    out.extend(cmd_nodes);
-    Ok((out, json))
+    parse_maybe_json(&cmd, out)
 }
 
 /// `parseSubCommand` for ONBUILD: the trigger instruction becomes the only child.

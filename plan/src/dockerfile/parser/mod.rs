@@ -11,6 +11,7 @@ mod heredoc;
 mod lines;
 
 use serde::Serialize;
+use std::borrow::Cow;
 use thiserror::Error;
 
 pub use heredoc::{chomp_heredoc_content, parse_heredoc};
@@ -353,6 +354,18 @@ pub(crate) fn lowercase(word: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The index of the ASCII byte `b` in `s`: memchr, cheaper than a char search on the short
+/// strings (fields, flags, words) it is used on.
+pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
+    memchr::memchr(b, s.as_bytes())
+}
+
+/// `s.split_once(b)` for an ASCII byte `b` (see [`find_byte`]).
+pub(crate) fn split_once_byte(s: &str, b: u8) -> Option<(&str, &str)> {
+    let i = find_byte(s, b)?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
 /// Go's `strings.TrimSpace`.
 pub(crate) fn go_trim_space(s: &str) -> &str {
     s.trim_matches(char::is_whitespace)
@@ -379,7 +392,7 @@ impl<'a> LineScanner<'a> {
         let rest = &self.text[self.pos..];
         // Go's scanner needs the whole token, newline included, in a 64 KiB buffer; a last line
         // without newline must leave one byte free to see the end of input.
-        let (len, limit) = match rest.find('\n') {
+        let (len, limit) = match memchr::memchr(b'\n', rest.as_bytes()) {
             Some(i) => (i + 1, MAX_LINE_SIZE),
             None => (rest.len(), MAX_LINE_SIZE - 1),
         };
@@ -392,9 +405,9 @@ impl<'a> LineScanner<'a> {
     }
 }
 
-/// The number of `\n` bytes, counted in byte-wide lanes (chunks of at most 255 fit a `u8`).
+/// The number of `\n` bytes.
 fn count_newlines(bytes: &[u8]) -> usize {
-    bytes.chunks(255).map(|chunk| usize::from(chunk.iter().fold(0u8, |n, &b| n + u8::from(b == b'\n')))).sum()
+    memchr::memchr_iter(b'\n', bytes).count()
 }
 
 /// The length the continuation lines after an instruction's first line add to it, read ahead
@@ -461,6 +474,125 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 /// assert_eq!(err.line, 2);
 /// ```
 pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
+    let mut tree = TreeSink { root: Node::default(), next: Vec::new() };
+    // Every instruction starts a line: the line count bounds the children, and reserving it
+    // once spares the regrowth copies of these large nodes.
+    tree.root.children.reserve(count_newlines(input) + 1);
+    let (escape_token, directives, warnings) = parse_each(input, &mut tree)?;
+    Ok(ParseResult { ast: tree.root, escape_token, directives, warnings })
+}
+
+/// Where [`parse_each`] puts the instructions it reads: each is made in place (a node is large,
+/// and moving it from function to function is a copy each time).
+trait Sink<'a> {
+    /// Where argument values go.
+    type Args: lines::ArgSink;
+    /// A new empty node, already stored, for the next instruction, and the argument list.
+    fn slot(&mut self) -> (&mut Node, &mut Self::Args);
+    /// The instruction in the last slot is complete; `line` is its text.
+    fn finish(&mut self, line: Cow<'a, str>);
+}
+
+/// [`parse`]'s sink: the root node, arguments as leaf nodes.
+struct TreeSink {
+    root: Node,
+    next: Vec<Node>,
+}
+
+impl<'a> Sink<'a> for TreeSink {
+    type Args = Vec<Node>;
+
+    fn slot(&mut self) -> (&mut Node, &mut Vec<Node>) {
+        self.root.children.push(Node::default());
+        let child = self.root.children.last_mut().expect("just pushed");
+        (child, &mut self.next)
+    }
+
+    fn finish(&mut self, line: Cow<'a, str>) {
+        let first = self.root.children.len() == 1;
+        let Some(child) = self.root.children.last_mut() else { return };
+        child.original = line.into_owned();
+        if !self.next.is_empty() {
+            child.next = std::mem::take(&mut self.next);
+        }
+        if first {
+            self.root.start_line = child.start_line;
+        }
+        self.root.end_line = child.end_line;
+    }
+}
+
+/// [`parse_flat`]'s sink.
+struct FlatSink<'a> {
+    instructions: Vec<FlatInstruction<'a>>,
+    args: Vec<Cow<'static, str>>,
+}
+
+impl<'a> Sink<'a> for FlatSink<'a> {
+    type Args = Vec<Cow<'static, str>>;
+
+    fn slot(&mut self) -> (&mut Node, &mut Self::Args) {
+        let start = self.args.len();
+        self.instructions.push(FlatInstruction {
+            node: Node::default(),
+            original: Cow::Borrowed(""),
+            args: start..start,
+        });
+        let last = self.instructions.last_mut().expect("just pushed");
+        (&mut last.node, &mut self.args)
+    }
+
+    fn finish(&mut self, line: Cow<'a, str>) {
+        if let Some(last) = self.instructions.last_mut() {
+            last.original = line;
+            last.args.end = self.args.len();
+        }
+    }
+}
+
+/// An instruction node with its argument values kept apart, for a caller that wants only the
+/// values: its `next` is empty, but for an ONBUILD, whose trigger stays a sub-tree there.
+pub(crate) struct FlatInstruction<'a> {
+    /// The instruction, arguments and line apart (its `original` is empty).
+    pub(crate) node: Node,
+    /// The instruction line (continuation lines joined), borrowed from the text when it is one
+    /// line.
+    pub(crate) original: Cow<'a, str>,
+    /// Where its argument values are in [`FlatParse::args`] (as the leaves of `next` would hold
+    /// them).
+    pub(crate) args: std::ops::Range<usize>,
+}
+
+/// [`parse`] into [`FlatInstruction`]s: no leaf node is made per argument, and the values of
+/// all instructions share one list.
+pub(crate) struct FlatParse<'a> {
+    /// The instructions in order.
+    pub(crate) instructions: Vec<FlatInstruction<'a>>,
+    /// Every instruction's argument values, in order.
+    pub(crate) args: Vec<Cow<'static, str>>,
+    /// As [`ParseResult::escape_token`].
+    pub(crate) escape_token: char,
+    /// As [`ParseResult::directives`].
+    pub(crate) directives: Vec<Directive>,
+    /// As [`ParseResult::warnings`].
+    pub(crate) warnings: Vec<Warning>,
+}
+
+/// [`parse`], the arguments of each instruction as a flat list of values.
+pub(crate) fn parse_flat(input: &[u8]) -> Result<FlatParse<'_>, ParseError> {
+    let lines = count_newlines(input) + 1;
+    let mut flat = FlatSink { instructions: Vec::with_capacity(lines), args: Vec::with_capacity(lines) };
+    let (escape_token, directives, warnings) = parse_each(input, &mut flat)?;
+    Ok(FlatParse { instructions: flat.instructions, args: flat.args, escape_token, directives, warnings })
+}
+
+/// The parser: makes each instruction in a slot of `sink` (its `original` left empty, its line
+/// handed to the sink when it is complete), and returns the escape token, directives and
+/// warnings.
+fn parse_each<'a>(
+    input: &'a [u8],
+    sink: &mut impl Sink<'a>,
+) -> Result<(char, Vec<Directive>, Vec<Warning>), ParseError> {
     use ParseErrorKind as K;
     if input.len() > MAX_DOCKERFILE_SIZE {
         return Err(ParseError::new(1, 1, K::TooLarge { size: input.len(), max: MAX_DOCKERFILE_SIZE }));
@@ -473,10 +605,7 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
     let mut directives = directives::DirectiveParser::default();
     let mut escape = DEFAULT_ESCAPE_TOKEN;
     let mut current_line = 0usize;
-    let mut root = Node::default();
-    // Every instruction starts a line: the line count bounds the children, and reserving it
-    // once spares the regrowth copies of these large nodes.
-    root.children.reserve(count_newlines(text.as_bytes()) + 1);
+    let mut count = 0usize;
     let mut scanner = LineScanner::new(text);
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
@@ -511,12 +640,14 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
         if end_of_line && first.is_empty() {
             continue;
         }
-        let mut buf = String::with_capacity(if end_of_line {
-            first.len()
-        } else {
-            first.len() + continued_len(scanner.clone(), escape)
-        });
-        buf.push_str(first);
+        // A one-line instruction is a slice of the text; continuation lines are joined into a
+        // string allocated once.
+        let single = end_of_line;
+        let mut buf = String::new();
+        if !single {
+            buf.reserve_exact(first.len() + continued_len(scanner.clone(), escape));
+            buf.push_str(first);
+        }
         let mut empty_lines = Vec::new();
         while !end_of_line {
             let Some(raw) = scanner.scan() else { break };
@@ -537,10 +668,11 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
             buf.push_str(part);
         }
 
+        let line: Cow<'_, str> = if single { Cow::Borrowed(first) } else { Cow::Owned(buf) };
         if !empty_lines.is_empty() {
             warnings.push(Warning {
                 rule: "NoEmptyContinuation",
-                short: format!("Empty continuation line found in: {buf}"),
+                short: format!("Empty continuation line found in: {line}"),
                 detail: "Empty continuation lines will become errors in a future release".into(),
                 url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/",
                 line: current_line,
@@ -549,11 +681,12 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
             });
         }
 
-        let mut child = lines::node_from_line(buf, escape, std::mem::take(&mut comments), 0)
+        let (child, args) = sink.slot();
+        lines::node_into(child, &line, escape, std::mem::take(&mut comments), 0, args)
             .map_err(|kind| ParseError::new(start_line, current_line, kind))?;
 
-        if child.original.contains("<<") && child.can_contain_heredoc() {
-            let heredocs = heredoc::heredocs_from_line(&child.original)
+        if line.contains("<<") && child.can_contain_heredoc() {
+            let heredocs = heredoc::heredocs_from_line(&line)
                 .map_err(|message| ParseError::new(start_line, current_line, K::InvalidHeredoc { message }))?;
             for mut doc in heredocs {
                 // The body is the lines up to the delimiter line, contiguous in the text.
@@ -580,21 +713,18 @@ pub fn parse(input: &[u8]) -> Result<ParseResult, ParseError> {
 
         child.start_line = start_line;
         child.end_line = current_line;
-        if root.children.is_empty() {
-            root.start_line = start_line;
-        }
-        root.end_line = current_line;
-        root.children.push(child);
+        count += 1;
+        sink.finish(line);
     }
 
-    if root.children.is_empty() {
+    if count == 0 {
         let line = current_line.max(1);
         return Err(ParseError::new(line, line, K::NoInstructions));
     }
     if scanner.too_long {
         return Err(ParseError::new(current_line + 1, current_line + 1, K::LineTooLong));
     }
-    Ok(ParseResult { ast: root, escape_token: escape, directives: directives.into_found(), warnings })
+    Ok((escape, directives.into_found(), warnings))
 }
 
 #[cfg(test)]

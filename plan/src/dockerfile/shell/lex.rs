@@ -220,8 +220,14 @@ impl Lex {
 
     /// True when no character of `s` is special to the lexer: no `$`, `<`, escape character,
     /// or (unless quotes are skipped) quote. Such a word expands to itself.
-    fn is_literal(&self, s: &str) -> bool {
+    pub(crate) fn is_literal(&self, s: &str) -> bool {
         let quotes = !self.skip_process_quotes;
+        if self.escape.is_ascii() {
+            // Every special character is ASCII, so the bytes can be scanned.
+            let escape = self.escape as u8;
+            let special = |b: u8| matches!(b, b'$' | b'<') || b == escape || (quotes && matches!(b, b'\'' | b'"'));
+            return !s.bytes().any(special);
+        }
         !s.chars().any(|c| matches!(c, '$' | '<') || c == self.escape || (quotes && matches!(c, '\'' | '"')))
     }
 
