@@ -25,6 +25,7 @@
 //! Regular files are hashed on all cores, streamed through a fixed buffer, hardlinks (same device
 //! and inode) once. `sha2` uses the SHA-NI instructions when the CPU has them (runtime detection).
 
+use std::convert::Infallible;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -33,8 +34,8 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread;
 
 use hashbrown::HashTable;
@@ -616,10 +617,14 @@ fn hash_tree(
         (0..jobs.len()).partition(|&j| size_of_job(&jobs[j]) >= LARGE_FILE);
     dispatch.sort_by_key(|&j| std::cmp::Reverse(size_of_job(&jobs[j])));
     dispatch.extend(rest);
-    let results = parallel_map(jobs.len(), &dispatch, |j, buf| {
-        let e = at(jobs[j][0]);
-        leaf_digest(&base.join(&e.path), e, ownership, buf)
-    })?;
+    let results = parallel_map(
+        &dispatch,
+        || vec![0u8; READ_BUFFER],
+        |j, buf| {
+            let e = at(jobs[j][0]);
+            leaf_digest(&base.join(&e.path), e, ownership, buf)
+        },
+    )?;
     for (job, out) in jobs.iter().zip(&results) {
         match at(job[0]).kind {
             EntryKind::File => {
@@ -678,22 +683,10 @@ fn hash_all_contents(nodes: &mut [Node], text: &[u8]) -> Vec<(usize, Digest)> {
             rest = tail;
             offset = task.end;
         }
-        let next = AtomicUsize::new(0);
-        let parts: Vec<_> = parts.into_iter().map(std::sync::Mutex::new).collect();
-        let found: Vec<Vec<(usize, Digest)>> = thread::scope(|s| {
-            let work = || {
-                let mut found = Vec::new();
-                while let Some(part) = parts.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let mut part = part.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let (start, nodes) = &mut *part;
-                    hash_contents(nodes, *start, text, &[], &mut found);
-                }
-                found
-            };
-            let helpers: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
-            let mut all = vec![work()];
-            all.extend(helpers.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
-            all
+        let found = for_each_part(parts, |(start, nodes)| {
+            let mut found = Vec::new();
+            hash_contents(nodes, *start, text, &[], &mut found);
+            found
         });
         headers.extend(found.into_iter().flatten());
     }
@@ -901,67 +894,71 @@ fn lookup_all<'e>(
     const MIN_CHUNK: usize = 4096;
     let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get).min(nodes.len() / MIN_CHUNK).max(1);
     let chunk = nodes.len().div_ceil(workers).max(1);
-    let look_up = |c: usize, nodes: &mut [Node], known: &mut [bool]| {
+    let parts: Vec<_> = nodes.chunks_mut(chunk).zip(known.chunks_mut(chunk)).enumerate().collect();
+    for_each_part(parts, |(c, (nodes, known))| {
         let mut cursor = cache.cursor();
-        for (j, (node, known)) in nodes.iter_mut().zip(known).enumerate() {
-            if let Some(digest) = cursor.lookup(at(c * chunk + j)) {
+        for (j, (node, known)) in nodes.iter_mut().zip(known.iter_mut()).enumerate() {
+            if let Some(digest) = cursor.lookup(at(*c * chunk + j)) {
                 node.digest = digest;
                 *known = true;
             }
         }
-    };
-    thread::scope(|s| {
-        let mut parts = nodes.chunks_mut(chunk).zip(known.chunks_mut(chunk)).enumerate();
-        let first = parts.next();
-        for (c, (nodes, known)) in parts {
-            s.spawn(move || look_up(c, nodes, known));
-        }
-        if let Some((c, (nodes, known))) = first {
-            look_up(c, nodes, known);
-        }
     });
 }
 
-/// Runs `f(0..n)` on all cores, each worker with its own read buffer, taking the indices in the
-/// order of `dispatch` (a permutation of `0..n`); returns the results by index, or the error of
-/// the lowest failing index.
-fn parallel_map<T: Send>(
-    n: usize,
+/// Runs `f(i, state)` for every index `i` of `dispatch` (a permutation of `0..dispatch.len()`,
+/// taken in that order) on all cores, the calling thread included, each worker with its own
+/// `state` from `init`; returns the results by index, or the error of the lowest failing index.
+fn parallel_map<S, T: Send, E: Send>(
     dispatch: &[usize],
-    f: impl Fn(usize, &mut Vec<u8>) -> Result<T, HashError> + Sync,
-) -> Result<Vec<T>, HashError> {
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(usize, &mut S) -> Result<T, E> + Sync,
+) -> Result<Vec<T>, E> {
+    let n = dispatch.len();
     let workers = thread::available_parallelism().map_or(1, NonZeroUsize::get).min(n);
     if workers <= 1 {
-        let mut buf = vec![0u8; READ_BUFFER];
-        return (0..n).map(|i| f(i, &mut buf)).collect();
+        let mut state = init();
+        return (0..n).map(|i| f(i, &mut state)).collect();
     }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let per_worker: Vec<Vec<(usize, Result<T, HashError>)>> = thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut buf = vec![0u8; READ_BUFFER];
-                    let mut out = Vec::new();
-                    while !failed.load(Ordering::Relaxed) {
-                        let Some(&i) = dispatch.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                            break;
-                        };
-                        let r = f(i, &mut buf);
-                        if r.is_err() {
-                            failed.store(true, Ordering::Relaxed);
-                        }
-                        out.push((i, r));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    let work = || {
+        let mut state = init();
+        let mut out = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let Some(&i) = dispatch.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                break;
+            };
+            let r = f(i, &mut state);
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            out.push((i, r));
+        }
+        out
+    };
+    let per_worker: Vec<Vec<(usize, Result<T, E>)>> = thread::scope(|s| {
+        let helpers: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+        let mut all = vec![work()];
+        all.extend(helpers.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+        all
     });
-    let mut all: Vec<(usize, Result<T, HashError>)> = per_worker.into_iter().flatten().collect();
+    let mut all: Vec<(usize, Result<T, E>)> = per_worker.into_iter().flatten().collect();
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// [`parallel_map`] over disjoint mutable parts, in order: each part is handed to one worker.
+fn for_each_part<P: Send, T: Send>(parts: Vec<P>, f: impl Fn(&mut P) -> T + Sync) -> Vec<T> {
+    let dispatch: Vec<usize> = (0..parts.len()).collect();
+    // Each part is locked once, by the one worker that takes its index: never contended.
+    let parts: Vec<Mutex<P>> = parts.into_iter().map(Mutex::new).collect();
+    let Ok(out) = parallel_map(
+        &dispatch,
+        || (),
+        |i, ()| Ok::<_, Infallible>(f(&mut parts[i].lock().unwrap_or_else(PoisonError::into_inner))),
+    );
+    out
 }
 
 /// A record digest computed from disk, with what the stat cache needs to know about it.

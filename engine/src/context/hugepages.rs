@@ -41,7 +41,7 @@ pub(crate) fn reserve_one<T>(buf: &mut Vec<T>) {
 /// Marks the spare capacity of `buf` (what has not been written yet) for huge pages. A hint:
 /// nothing happens where the kernel does not support it, and nothing changes in what the
 /// buffer holds.
-pub(crate) fn prefer_huge_pages<T>(buf: &mut Vec<T>) {
+fn prefer_huge_pages<T>(buf: &mut Vec<T>) {
     const PAGE: usize = 4096;
     let spare = buf.spare_capacity_mut();
     let bytes = std::mem::size_of_val(spare);

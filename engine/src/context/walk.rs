@@ -427,8 +427,7 @@ fn worker(shared: &Shared<'_>) -> Found {
         let guard = PanicGuard(shared);
         let mut subdirs = Vec::new();
         let mut listing = Vec::new();
-        if let Err(error) = reader.read_dir(shared, job.parent.as_deref(), &job, &mut listing, &mut found, &mut subdirs)
-        {
+        if let Err(error) = reader.read_dir(shared, &job, &mut listing, &mut found, &mut subdirs) {
             found.errors.push(error);
             shared.abort.store(true, AtomicOrdering::Relaxed);
         }
@@ -475,10 +474,11 @@ fn vanished(error: &io::Error) -> bool {
 
 /// Opens the directory of `job`: relative to its parent, or the root by path. `O_NOFOLLOW`: a
 /// directory swapped for a symlink since it was listed is not followed out of the context.
-fn open_dir(shared: &Shared<'_>, parent: Option<&OwnedFd>, rel: &[u8]) -> io::Result<OwnedFd> {
+fn open_dir(shared: &Shared<'_>, job: &DirJob) -> io::Result<OwnedFd> {
+    let rel = &job.rel;
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
     let name = &rel[rel.iter().rposition(|&b| b == b'/').map_or(0, |slash| slash + 1)..];
-    match parent {
+    match job.parent.as_deref() {
         Some(parent) => match rfs::openat(parent, OsStr::from_bytes(name), flags, Mode::empty()) {
             // Out of descriptors (parents are kept open while their children wait): by path.
             Err(rustix::io::Errno::MFILE) => rfs::open(shared.abs(rel), flags, Mode::empty()),
@@ -499,7 +499,6 @@ impl Reader {
     fn read_dir(
         &mut self,
         shared: &Shared<'_>,
-        parent: Option<&OwnedFd>,
         job: &DirJob,
         listing: &mut Listing,
         found: &mut Found,
@@ -515,7 +514,7 @@ impl Reader {
             }
             Err(WalkError::ReadDir { path: shared.abs(&job.rel), source })
         };
-        let dir = match open_dir(shared, parent, &job.rel) {
+        let dir = match open_dir(shared, job) {
             Ok(dir) => Arc::new(dir),
             Err(source) => return unreadable(source),
         };
