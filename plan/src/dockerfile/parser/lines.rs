@@ -13,7 +13,8 @@ use super::{
 type LineResult = Result<bool, ParseErrorKind>;
 
 /// Where an instruction's argument values go: leaf nodes of the tree, or (when only the
-/// values are wanted) a flat list, where the fixed separators cost no allocation.
+/// values are wanted) a flat list, where the fixed separators cost no allocation; either is a
+/// `Vec` of an [`ArgValue`].
 pub(super) trait ArgSink {
     /// An argument copied from the line.
     fn push_str(&mut self, value: &str);
@@ -29,43 +30,55 @@ pub(super) trait ArgSink {
     fn truncate(&mut self, len: usize);
 }
 
-impl ArgSink for Vec<Node> {
-    fn push_str(&mut self, value: &str) {
-        self.push(Node { value: value.to_owned(), ..Node::default() });
+/// One argument value as a sink stores it.
+pub(super) trait ArgValue {
+    /// A value copied from the line.
+    fn copied(value: &str) -> Self;
+    /// A value already owned.
+    fn owned(value: String) -> Self;
+    /// A fixed value.
+    fn fixed(value: &'static str) -> Self;
+}
+
+impl ArgValue for Node {
+    fn copied(value: &str) -> Self {
+        Self::owned(value.to_owned())
     }
 
-    fn push_string(&mut self, value: String) {
-        self.push(Node { value, ..Node::default() });
+    fn owned(value: String) -> Self {
+        Node { value, ..Node::default() }
     }
 
-    fn push_static(&mut self, value: &'static str) {
-        self.push_str(value);
-    }
-
-    fn reserve(&mut self, additional: usize) {
-        Vec::reserve_exact(self, additional);
-    }
-
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
-
-    fn truncate(&mut self, len: usize) {
-        Vec::truncate(self, len);
+    fn fixed(value: &'static str) -> Self {
+        Self::copied(value)
     }
 }
 
-impl ArgSink for Vec<Cow<'static, str>> {
+impl ArgValue for Cow<'static, str> {
+    fn copied(value: &str) -> Self {
+        Cow::Owned(value.to_owned())
+    }
+
+    fn owned(value: String) -> Self {
+        Cow::Owned(value)
+    }
+
+    fn fixed(value: &'static str) -> Self {
+        Cow::Borrowed(value)
+    }
+}
+
+impl<T: ArgValue> ArgSink for Vec<T> {
     fn push_str(&mut self, value: &str) {
-        self.push(Cow::Owned(value.to_owned()));
+        self.push(T::copied(value));
     }
 
     fn push_string(&mut self, value: String) {
-        self.push(Cow::Owned(value));
+        self.push(T::owned(value));
     }
 
     fn push_static(&mut self, value: &'static str) {
-        self.push(Cow::Borrowed(value));
+        self.push(T::fixed(value));
     }
 
     fn reserve(&mut self, additional: usize) {
